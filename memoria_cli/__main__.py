@@ -1,0 +1,3 @@
+from memoria_cli.app import main
+
+main()

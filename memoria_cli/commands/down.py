@@ -1,0 +1,63 @@
+"""`memoria down`: stop the stack (proxy first, then workers), leaving nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="down")(down_cmd)
+
+
+def down_cmd(
+    timeout: float = typer.Option(90.0, "--timeout", help="Seconds to wait for a clean stop before killing."),
+) -> None:
+    """Stop everything memoria started for this home: proxy, workers and any process they left.
+
+    In-flight requests get the workers' shutdown grace. Safe to run when nothing runs.
+    Example: `memoria down`.
+    """
+    from memoria_cli import processes
+    from memoria_cli.console import say
+    from memoria_cli.home import Home
+    from memoria_cli.state import read_state, supervisor_alive, write_state
+
+    home = Home.from_env()
+    state, note = read_state(home.state_file)
+    if note:
+        say(f"memoria: {note}")
+    if supervisor_alive(state):
+        pid = state["supervisor"]["pid"]
+        os.kill(pid, signal.SIGTERM)
+        from memoria_cli.console import err
+
+        with err().status(f"stopping (supervisor pid {pid})..."):
+            deadline = time.monotonic() + timeout
+            while supervisor_alive(state) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        if supervisor_alive(state):
+            say(f"memoria: the supervisor did not stop within {timeout:.0f} s: killing it")
+            os.kill(pid, signal.SIGKILL)
+    left = processes.sweep(home.marker)
+    if left:
+        say(f"memoria: stopped {len(left)} leftover process(es)")
+    if state is None and not left:
+        say("memoria is not running")
+        return
+    if state is not None:
+        state, _ = read_state(home.state_file)
+        if state and state.get("phase") not in ("stopped", "failed"):
+            state["phase"] = "stopped"
+            for p in state.get("processes", {}).values():
+                p["state"] = "stopped"
+            write_state(home.state_file, state)
+    ports = [p["port"] for p in (state or {}).get("processes", {}).values()]
+    busy = [f"{port} ({owner})" for port in ports if (owner := processes.port_owner(port))]
+    if busy:
+        say(f"memoria: stopped, but these ports are still taken: {', '.join(busy)}")
+    else:
+        say("stopped" + (f"; ports {', '.join(map(str, sorted(ports)))} are free" if ports else ""))

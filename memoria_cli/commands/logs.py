@@ -1,0 +1,45 @@
+"""`memoria logs NAME`: a worker's (or the proxy's, or the supervisor's) log."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="logs")(logs_cmd)
+
+
+def logs_cmd(
+    name: str = typer.Argument(..., help="A worker's name, `proxy`, or `supervisor`."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines (Ctrl-C to stop)."),
+    lines: int = typer.Option(50, "--lines", "-n", help="How many of the last lines to show."),
+) -> None:
+    """Print the last lines of a log under the memoria home. Example: `memoria logs qwen3-4b-thinking-fp8 -f`."""
+    from memoria_cli.daemon import tail
+    from memoria_cli.errors import InputError
+    from memoria_cli.home import Home
+
+    home = Home.from_env()
+    path = home.log_for(name)
+    if not path.is_file():
+        known = sorted(p.stem for p in home.logs.glob("*.log")) if home.logs.is_dir() else []
+        raise InputError(f"no log named {name!r}", f"known: {', '.join(known)}" if known else "nothing has run yet")
+    for line in tail(path, lines):
+        print(line)
+    if not follow:
+        return
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        try:
+            while True:
+                chunk = f.read()
+                if chunk:
+                    sys.stdout.write(chunk.decode(errors="replace"))
+                    sys.stdout.flush()
+                else:
+                    time.sleep(0.3)
+        except KeyboardInterrupt:
+            return

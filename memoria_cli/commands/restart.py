@@ -1,0 +1,42 @@
+"""`memoria restart NAME`: restart one worker with a clean slate (also brings a FATAL one back)."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="restart")(restart_cmd)
+
+
+def restart_cmd(
+    name: str = typer.Argument(..., help="A worker's name or `proxy`."),
+    wait: float = typer.Option(5.0, "--wait", help="Seconds to wait for the supervisor to take the request."),
+) -> None:
+    """Ask the running supervisor to restart NAME, resetting its failure counters. Example: `memoria restart proxy`."""
+    from memoria_cli.console import say
+    from memoria_cli.daemon import request_restart
+    from memoria_cli.errors import InputError, NotRunning
+    from memoria_cli.home import Home
+    from memoria_cli.state import read_state, supervisor_alive
+
+    home = Home.from_env()
+    state, _ = read_state(home.state_file)
+    if not supervisor_alive(state):
+        raise NotRunning("memoria is not running", "start it with `memoria up -d`")
+    procs = state["processes"]
+    if name not in procs:
+        raise InputError(f"no worker named {name!r}", "choose one of: " + ", ".join(procs))
+    before = procs[name].get("create_time"), procs[name]["state"]
+    request_restart(home, name)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        state, _ = read_state(home.state_file)
+        p = (state or {}).get("processes", {}).get(name, {})
+        if (p.get("create_time"), p.get("state")) != before and p.get("state") in ("starting", "stopped"):
+            say(f"{name}: restarting (follow with `memoria status`)")
+            return
+        time.sleep(0.2)
+    say(f"{name}: restart requested; the supervisor has not picked it up yet")

@@ -1,0 +1,171 @@
+"""Profiles: the YAML that names the models to serve. Strict: an unknown key is an error with its path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from memoria_cli.errors import InputError
+from memoria_cli.units import parse_size
+
+Kind = Literal["embedding", "chat", "vision", "transcription"]
+KINDS: tuple[Kind, ...] = ("embedding", "chat", "vision", "transcription")
+Bytes = Annotated[int, BeforeValidator(parse_size)]
+SHIPPED = Path(__file__).resolve().parent.parent / "profiles"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelFacts(Strict):
+    """Sizes of a model that is not on disk yet (from its model card); a local config.json wins over these."""
+
+    weights: Bytes
+    layers: int = Field(gt=0)
+    kv_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    max_context: int = Field(gt=0)
+    kv_dtype_bytes: int = Field(default=2, gt=0)
+
+
+class ModelEntry(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    model: str = Field(min_length=1, description="Hugging Face id or local folder")
+    revision: str | None = None
+    kind: Kind
+    aliases: list[str] = []
+    context: int | None = Field(default=None, gt=0, description="wished max_model_len")
+    min_context: int | None = Field(default=None, gt=0, description="never plan below this")
+    kv_weight: float = Field(default=1.0, gt=0, description="share of spare memory given to KV cache")
+    max_num_seqs: int | None = Field(default=None, gt=0)
+    reasoning_parser: str | None = None
+    trust_remote_code: bool = False
+    dtype: str | None = None
+    enforce_eager: bool = False
+    activation: Bytes | None = Field(default=None, description="peak activation memory, if known better")
+    facts: ModelFacts | None = None
+    note: str | None = Field(default=None, description="shown by status, e.g. 'random weights'")
+    extra_args: list[str] = []
+    env: dict[str, str] = {}
+
+    @property
+    def public_names(self) -> list[str]:
+        return [self.name, *self.aliases]
+
+
+class ProxySettings(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8200, gt=0, lt=65536)
+    workers: int = Field(default=1, gt=0)
+
+
+class Profile(Strict):
+    name: str = ""
+    description: str = ""
+    proxy: ProxySettings = ProxySettings()
+    worker_port_base: int = Field(default=8301, gt=0, lt=65000)
+    startup_timeout: float = Field(default=900.0, gt=0, description="seconds a worker may take to be ready")
+    models: list[ModelEntry] = Field(min_length=1)
+    source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Profile:
+        seen: set[str] = set()
+        for m in self.models:
+            for n in m.public_names:
+                if n in seen:
+                    raise ValueError(f"model name or alias {n!r} is used twice")
+                seen.add(n)
+        return self
+
+    def model(self, name: str) -> ModelEntry:
+        for m in self.models:
+            if name in m.public_names:
+                return m
+        raise InputError(f"no model {name!r} in profile {self.name!r}",
+                         "choose one of: " + ", ".join(m.name for m in self.models))
+
+
+def profile_dirs() -> list[Path]:
+    """Where profiles are looked up by name, first match wins: $MEMORIA_PROFILES, then the shipped ones."""
+    dirs = [Path(p) for p in os.environ.get("MEMORIA_PROFILES", "").split(os.pathsep) if p]
+    return [*dirs, SHIPPED]
+
+
+def resolve_profile_path(name_or_path: str) -> Path:
+    p = Path(name_or_path).expanduser()
+    if p.suffix in (".yaml", ".yml") or os.sep in name_or_path:
+        if not p.is_file():
+            raise InputError(f"profile file not found: {p}", "give a path to a .yaml file or a profile name")
+        return p.resolve()
+    for d in profile_dirs():
+        for suffix in (".yaml", ".yml"):
+            if (d / f"{name_or_path}{suffix}").is_file():
+                return (d / f"{name_or_path}{suffix}").resolve()
+    names = ", ".join(sorted({q.stem for d in profile_dirs() if d.is_dir() for q in d.glob("*.y*ml")}))
+    raise InputError(f"no profile named {name_or_path!r}", f"known profiles: {names or 'none'}")
+
+
+def _error_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ""
+        for item in err["loc"]:
+            loc += f"[{item}]" if isinstance(item, int) else (f".{item}" if loc else str(item))
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    more = len(exc.errors()) - 3
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def parse_profile(data: object, source: Path | None = None) -> Profile:
+    """Validate parsed YAML; a relative local model path is taken relative to the profile's folder."""
+    where = str(source) if source else "profile"
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: not a profile (expected a mapping with a 'models' list)")
+    data = dict(data)
+    if source is not None:
+        data.setdefault("name", source.stem)
+        models = data.get("models")
+        if isinstance(models, list):
+            data["models"] = [_anchor(m, source.parent) for m in models]
+    try:
+        return Profile.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise InputError(f"{where}: {_error_line(exc)}", "fix the profile and run `memoria profiles`") from None
+
+
+def _anchor(entry: object, base: Path) -> object:
+    if isinstance(entry, dict) and isinstance(entry.get("model"), str):
+        m = entry["model"]
+        if m.startswith(("./", "../", "~")):
+            entry = {**entry, "model": str((base / Path(m).expanduser()).resolve())}
+    return entry
+
+
+def load_profile(name_or_path: str) -> Profile:
+    import yaml
+
+    path = resolve_profile_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read profile {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise InputError(f"{path}: not valid YAML{at}", "check the indentation and quoting there") from None
+    return parse_profile(data, path)
+
+
+def shipped_profiles() -> list[Path]:
+    seen: dict[str, Path] = {}
+    for d in profile_dirs():
+        if d.is_dir():
+            for p in sorted(d.glob("*.y*ml")):
+                seen.setdefault(p.stem, p)
+    return list(seen.values())

@@ -1,0 +1,80 @@
+"""The LiteLLM proxy's routing config, rendered from the plan (pure) and written atomically.
+
+One deployment per worker (`hosted_vllm/<served-name>` at its port), one `model_name` per public name, the
+Hugging Face ids as `model_group_alias` (LiteLLM lists those in /v1/models too). No database, no UI.
+Auth: with LITELLM_MASTER_KEY in the environment the proxy requires it; without, any key is accepted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from memoria_cli.errors import PreflightError
+from memoria_cli.files import write_atomic
+from memoria_cli.planner import Plan
+from memoria_cli.profile import Profile
+
+MODE = {"embedding": "embedding", "chat": "chat", "vision": "chat", "transcription": "audio_transcription"}
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
+WEAK_KEY_ENV = "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY"
+
+
+def render(plan: Plan, profile: Profile, auth: bool) -> dict[str, Any]:
+    model_list = []
+    aliases: dict[str, str] = {}
+    for w in plan.workers:
+        entry = profile.model(w.name)
+        info: dict[str, Any] = {"mode": MODE[w.kind]}
+        if w.kind == "vision":
+            info["supports_vision"] = True
+        model_list.append({
+            "model_name": w.name,
+            "litellm_params": {
+                "model": f"hosted_vllm/{w.name}",
+                "api_base": f"http://127.0.0.1:{w.port}/v1",
+                "api_key": "none",
+            },
+            "model_info": info,
+        })
+        for a in entry.aliases:
+            aliases[a] = w.name
+    general: dict[str, Any] = {"disable_spend_logs": True, "disable_error_logs": True}
+    if auth:
+        general["master_key"] = f"os.environ/{MASTER_KEY_ENV}"  # the key itself never lands in a file
+    return {
+        "model_list": model_list,
+        "router_settings": {
+            "model_group_alias": aliases,
+            # One retry covers a pooled keep-alive connection that vLLM closed just as it was reused.
+            "num_retries": 1,
+        },
+        "litellm_settings": {
+            "request_timeout": 600,
+            "drop_params": False,
+            "disable_hf_tokenizer_download": True,  # offline: never fetch tokenizers for token counting
+            "telemetry": False,
+        },
+        "general_settings": general,
+    }
+
+
+def auth_env(host: str, environ: dict[str, str] | None = None) -> tuple[bool, dict[str, str]]:
+    """(auth on?, env for the proxy). Refuses to listen beyond loopback without a master key."""
+    environ = dict(os.environ) if environ is None else environ
+    key = environ.get(MASTER_KEY_ENV, "")
+    if key:
+        return True, {MASTER_KEY_ENV: key}
+    if host not in LOOPBACK:
+        raise PreflightError(f"the proxy would listen on {host} with no authentication",
+                             f"set {MASTER_KEY_ENV} in the environment, or keep proxy.host at 127.0.0.1")
+    return False, {WEAK_KEY_ENV: "true"}
+
+
+def write_config(path: Path, config: dict[str, Any]) -> None:
+    import yaml
+
+    write_atomic(path, "# written by memoria from the plan; edits are overwritten at the next `up`\n"
+                 + yaml.safe_dump(config, sort_keys=False))

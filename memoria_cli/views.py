@@ -1,0 +1,111 @@
+"""Tables people read: the plan, the machine, the running stack. Pure renderers over plain records."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.table import Table
+
+from memoria_cli.inventory import Inventory
+from memoria_cli.planner import Plan
+from memoria_cli.units import fmt_size
+
+STATE_STYLE = {"ready": "green", "starting": "yellow", "backoff": "yellow", "unhealthy": "red", "fatal": "bold red",
+               "stopped": "dim"}
+
+
+def plan_table(plan: Plan, inv: Inventory, profile: str) -> Table:
+    t = Table(title=f"memoria plan: profile {profile} on {_machine(inv)}", title_justify="left")
+    for col in ("worker", "kind", "device", "weights", "other", "KV cache", "context", "seqs@ctx", "GMU", "port"):
+        t.add_column(col, justify="right" if col not in ("worker", "kind", "device") else "left")
+    for w in plan.workers:
+        dev = ",".join(f"GPU{d}" for d in w.devices) if w.devices else f"CPU {w.cpu_cores}"
+        if w.tensor_parallel > 1:
+            dev += f" (TP{w.tensor_parallel})"
+        t.add_row(w.name, w.kind, dev, fmt_size(w.weights), fmt_size(w.fixed - w.weights), fmt_size(w.kv_bytes),
+                  str(w.context), f"{w.sequences_at_full_context:.1f}", f"{w.gmu:.3f}" if w.gmu else "-",
+                  str(w.port))
+    caption = []
+    for d in plan.devices:
+        label = f"GPU{d.index} {d.name}" if d.index >= 0 else f"RAM ({d.name})"
+        caption.append(f"{label}: {fmt_size(d.planned)} planned of {fmt_size(d.usable)} usable "
+                       f"({fmt_size(d.free)} free, {fmt_size(d.margin)} kept as margin)")
+    caption += [f"{w.name}: " + "; ".join(w.why) for w in plan.workers]
+    caption += list(plan.notes)
+    caption.append(f"proxy: http://{plan.proxy_host}:{plan.proxy_port}/v1")
+    t.caption = "\n".join(caption)
+    t.caption_justify = "left"
+    return t
+
+
+def _machine(inv: Inventory) -> str:
+    if inv.gpus:
+        names = {g.name for g in inv.gpus}
+        return f"{len(inv.gpus)}x {names.pop()}" if len(names) == 1 else ", ".join(g.name for g in inv.gpus)
+    assert inv.cpu is not None
+    return f"CPU ({inv.cpu.cores} cores, {fmt_size(inv.cpu.total)} RAM)"
+
+
+def gpus_table(inv: Inventory) -> Table:
+    t = Table(title=f"memoria gpus ({inv.source})", title_justify="left")
+    if inv.gpus:
+        for col in ("index", "name", "total", "free", "compute", "processes"):
+            t.add_column(col)
+        for g in inv.gpus:
+            procs = ", ".join(f"{p.pid} {p.name} {fmt_size(p.used)}" for p in g.processes) or "-"
+            t.add_row(str(g.index), g.name, fmt_size(g.total), fmt_size(g.free),
+                      f"{g.capability[0]}.{g.capability[1]}", procs)
+    elif inv.cpu:
+        for col in ("device", "name", "RAM total", "RAM available", "cores"):
+            t.add_column(col)
+        t.add_row("cpu", inv.cpu.name, fmt_size(inv.cpu.total), fmt_size(inv.cpu.available), str(inv.cpu.cores))
+    if inv.notes:
+        t.caption = "\n".join(inv.notes)
+    return t
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    s = int(time.time() - ts)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def status_table(state: dict[str, Any], reports: dict[str, dict[str, float]]) -> Table:
+    plan = {w["name"]: w for w in state.get("plan", {}).get("workers", [])}
+    t = Table(title=f"memoria: {state.get('phase')} - profile {state.get('profile')} - {state.get('url')}",
+              title_justify="left")
+    for col in ("name", "kind", "state", "pid", "port", "device", "KV plan", "KV actual", "context", "up",
+                "restarts"):
+        t.add_column(col)
+    notes = []
+    for name, p in state.get("processes", {}).items():
+        w = plan.get(name)
+        dev = ",".join(f"GPU{d}" for d in p.get("devices", [])) or ("CPU" if w else "-")
+        rep = reports.get(name, {})
+        kv_plan = f"{w['kv_bytes'] // max(1, w['kv_per_token'])} tok" if w else "-"
+        kv_act = f"{int(rep['kv_tokens'])} tok" if "kv_tokens" in rep else "-"
+        style = STATE_STYLE.get(p["state"], "")
+        uptime = _wall(p) if p["state"] == "ready" else "-"
+        t.add_row(name, p.get("kind", ""), f"[{style}]{p['state']}[/]", str(p.get("pid") or "-"), str(p["port"]),
+                  dev, kv_plan, kv_act, str(w["context"]) if w else "-", uptime, str(p.get("restarts", 0)))
+        if p["state"] not in ("ready", "stopped") and p.get("reason"):
+            notes.append(f"{name}: {p['reason']}")
+        if p.get("note"):
+            notes.append(f"{name}: {p['note']}")
+    auth = "on (LITELLM_MASTER_KEY)" if state.get("auth") else "off (any key accepted, loopback only)"
+    notes.append(f"auth: {auth}")
+    t.caption = "\n".join(notes)
+    t.caption_justify = "left"
+    return t
+
+
+def _wall(p: dict[str, Any]) -> str:
+    """Uptime from the monotonic stamps is not comparable across processes: use the process's own start."""
+    import psutil
+
+    try:
+        return _ago(psutil.Process(p["pid"]).create_time())
+    except Exception:
+        return "-"

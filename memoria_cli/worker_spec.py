@@ -1,0 +1,120 @@
+"""From the plan to the exact command lines: `vllm serve` per worker and the LiteLLM proxy. Pure.
+
+Each spec carries its argv, the environment it adds, its port and health URL. Secrets never go on an argv
+(they are visible to every user in `ps`): the proxy's master key travels in its environment only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from memoria_cli.planner import Plan, WorkerPlan
+from memoria_cli.profile import ModelEntry, Profile
+
+PROXY = "proxy"
+MARKER_ENV = "MEMORIA_MARKER"
+OFFLINE_ENV = {
+    # No telemetry, ever; and no surprise downloads of tokenizers or cost maps at run time.
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+}
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    name: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    port: int
+    ready_path: str  # GET this for 200 before the process counts as ready
+    live_path: str  # GET this for liveness
+    models_path: str | None = "/v1/models"  # must list `served_name` to be ready
+    served_name: str | None = None
+    log: Path | None = None
+    devices: tuple[int, ...] = ()
+    remove_env: tuple[str, ...] = field(default=())  # inherited variables that would override the plan
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def kind_args(entry: ModelEntry) -> list[str]:
+    """Flags each kind needs (DESIGN §3). Model-specific ones (HunyuanOCR's) live in the profile."""
+    if entry.kind == "embedding":
+        return ["--runner", "pooling"]  # a *ForCausalLM checkpoint is converted to embed by vLLM
+    if entry.kind == "chat" and entry.reasoning_parser:
+        return ["--reasoning-parser", entry.reasoning_parser]
+    return []
+
+
+def worker_spec(w: WorkerPlan, entry: ModelEntry, vllm_exe: str, log: Path, marker: str,
+                cache_dir: Path) -> ProcessSpec:
+    argv = [vllm_exe, "serve", entry.model, "--served-model-name", w.name,
+            "--host", "127.0.0.1", "--port", str(w.port),
+            "--max-model-len", str(w.context), "--max-num-seqs", str(w.max_num_seqs),
+            "--kv-cache-memory-bytes", str(w.kv_bytes // w.tensor_parallel)]
+    if w.gmu is not None:
+        argv += ["--gpu-memory-utilization", f"{w.gmu:.3f}"]
+    if w.tensor_parallel > 1:
+        argv += ["--tensor-parallel-size", str(w.tensor_parallel)]
+    if w.dtype:
+        argv += ["--dtype", w.dtype]
+    if entry.revision:
+        argv += ["--revision", entry.revision]
+    if entry.enforce_eager or not w.devices:
+        argv.append("--enforce-eager")  # CPU: graph compilation costs ~30 s more start-up for nothing
+    if entry.trust_remote_code:
+        argv.append("--trust-remote-code")
+    argv += ["--shutdown-timeout", "10", "--disable-uvicorn-access-log"]
+    argv += kind_args(entry)
+    argv += entry.extra_args
+    env = {**OFFLINE_ENV, MARKER_ENV: f"{marker}/{w.name}", "VLLM_CACHE_ROOT": str(cache_dir / "vllm")}
+    remove: tuple[str, ...] = ()
+    if w.devices:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in w.devices)
+    else:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = w.cpu_cores or "auto"
+        remove = ("VLLM_CPU_KVCACHE_SPACE",)  # it would override --kv-cache-memory-bytes
+    if entry.model.startswith("/"):
+        env["HF_HUB_OFFLINE"] = "1"  # a local folder: never ask the hub about it
+    env.update(entry.env)
+    return ProcessSpec(name=w.name, argv=tuple(argv), env=env, port=w.port, ready_path="/health",
+                       live_path="/health", served_name=w.name, log=log, devices=w.devices,
+                       remove_env=remove)
+
+
+def proxy_spec(plan: Plan, litellm_exe: str, config: Path, log: Path, marker: str, workers: int = 1) -> ProcessSpec:
+    argv = [litellm_exe, "--config", str(config), "--host", plan.proxy_host, "--port", str(plan.proxy_port)]
+    if workers > 1:
+        argv += ["--num_workers", str(workers), "--timeout_worker_healthcheck", "60"]
+    env = {
+        **OFFLINE_ENV,
+        MARKER_ENV: f"{marker}/{PROXY}",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # offline: the bundled cost map, no fetch at start
+        "LITELLM_TELEMETRY_DISABLED": "true",
+        "LITELLM_MODE": "PRODUCTION",  # DEV mode loads a stray .env from the working directory
+        "LITELLM_LOG": "WARNING",
+        "NO_DOCS": "True",
+        "NO_REDOC": "True",
+        "DISABLE_ADMIN_UI": "True",
+        "GRACEFUL_SHUTDOWN_TIMEOUT": "20",
+    }
+    return ProcessSpec(name=PROXY, argv=tuple(argv), env=env, port=plan.proxy_port,
+                       ready_path="/health/readiness", live_path="/health/liveliness", models_path=None,
+                       log=log)
+
+
+def specs_for(plan: Plan, profile: Profile, vllm_exe: str, log_for, marker: str, cache_dir: Path) -> list[ProcessSpec]:
+    return [worker_spec(w, profile.model(w.name), vllm_exe, log_for(w.name), marker, cache_dir)
+            for w in plan.workers]
+
+
+def render_argv(spec: ProcessSpec) -> str:
+    """One copy-pasteable line, for `memoria plan --commands` and logs."""
+    import shlex
+
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(spec.env.items()) if k != MARKER_ENV)
+    return f"{env} {shlex.join(spec.argv)}".strip()
