@@ -289,6 +289,12 @@ def _no_fit(profile: Profile, gpus: tuple[Gpu, ...], needs: list[_Need], margins
         rest = [m for m in needs if m is not n]
         if rest and _fits(gpus, margins, rest):
             fixes.append(f"drop {n.entry.name}")
+    if not fixes:  # no single model: drop the biggest until the rest fits
+        rest, dropped = sorted(needs, key=lambda n: n.fixed() + n.min_kv()), []
+        while len(rest) > 1 and not _fits(gpus, margins, rest):
+            dropped.append(rest.pop().entry.name)
+        if _fits(gpus, margins, rest):
+            fixes.append("drop " + " and ".join(dropped))
     for n in sorted(needs, key=lambda n: -n.kv_per_token * n.floor):
         deficit = need - usable
         lower = (n.floor - math.ceil(deficit / max(1, n.kv_per_token))) // 1024 * 1024
@@ -297,10 +303,10 @@ def _no_fit(profile: Profile, gpus: tuple[Gpu, ...], needs: list[_Need], margins
             if _fits(gpus, margins, trial):
                 fixes.append(f"lower {n.entry.name}'s min_context to {lower}")
                 break
-    fixes.append("or use a bigger GPU")
+    fixes.append("use a bigger GPU")
     msg = (f"the plan does not fit: {failed.entry.name} has no room; all models need {fmt_size(need)}, "
            f"{fmt_size(usable)} usable on {where}")
-    return PlanError(msg, ", or ".join(fixes[:-1]) + (", " if len(fixes) > 1 else "") + fixes[-1])
+    return PlanError(msg, ", or ".join(fixes))
 
 
 def _fits(gpus: tuple[Gpu, ...], margins: dict[int, int], needs: list[_Need]) -> bool:

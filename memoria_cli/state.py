@@ -49,7 +49,9 @@ def is_ours(pid: int | None, create_time: float | None) -> bool:
     import psutil
 
     try:
-        return abs(psutil.Process(pid).create_time() - create_time) < 0.01
+        proc = psutil.Process(pid)
+        # A killed process whose parent never reaps it stays a zombie: dead, whatever its pid says.
+        return abs(proc.create_time() - create_time) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
 

@@ -138,7 +138,8 @@ class Supervisor:
     def tick(self) -> None:
         now = self.clock()
         for p in self.procs:
-            if (p.state == S.STOPPED and self._may_start(p)) or (p.state == S.BACKOFF and now >= p.next_try and self._may_start(p)):
+            due = p.state == S.STOPPED or (p.state == S.BACKOFF and now >= p.next_try)
+            if due and self._may_start(p):
                 self._start(p, now)
             elif p.state == S.STARTING:
                 self._check_starting(p, now)

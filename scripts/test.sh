@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install everything the tests need on a fresh machine, then run all of them (CI runs exactly this).
+#   .venv/                       memoria itself, editable, with its test tools
+#   memoria setup                the vLLM (CPU build without a GPU) and LiteLLM runtimes; idempotent
+#   .cache/tiny-models/          tiny models built on the spot by the end-to-end tests (no download)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quiet() { grep -v "is ignored: it is neither a file nor a directory" || true; }
+python3 -m venv .venv
+.venv/bin/pip install -q -e '.[dev]' 2>&1 | quiet
+.venv/bin/memoria setup
+.venv/bin/ruff check memoria_cli tests tools
+exec .venv/bin/python -m pytest -v --timeout 1200 tests "$@"

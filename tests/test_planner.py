@@ -1,0 +1,131 @@
+"""The planner over described GPUs with the default profile: fits within the free memory, or names the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from memoria_cli.errors import PlanError
+from memoria_cli.inventory import Cpu, Gpu, GpuProcess, Inventory, describe
+from memoria_cli.model_facts import read_facts
+from memoria_cli.planner import GPU_MARGIN_FRACTION, _cpu_cores, _waterfill, plan
+from memoria_cli.profile import load_profile, parse_profile
+from memoria_cli.units import GiB
+
+DEFAULT = load_profile("default")
+FACTS = {m.name: read_facts(m) for m in DEFAULT.models}
+
+
+def check_fits(p, inv):
+    """Every worker at or above its floor; per GPU, the budgets stay under free minus margin."""
+    for w in p.workers:
+        entry = DEFAULT.model(w.name)
+        floor = entry.min_context or {"transcription": 448, "embedding": 512}.get(w.kind, 4096)
+        assert w.context >= min(floor, FACTS[w.name].max_context), w
+        assert w.kv_bytes >= w.kv_per_token * w.context, f"{w.name} cannot hold one full sequence"
+        assert w.gmu is not None and 0 < w.gmu < 1
+    for g in inv.gpus:
+        on = [w for w in p.workers if g.index in w.devices]
+        used = sum(w.budget // w.tensor_parallel for w in on)
+        assert used <= g.free - int(g.total * GPU_MARGIN_FRACTION), (g, used)
+        assert sum(w.gmu for w in on) * g.total <= g.free  # each starts while the others already hold theirs
+
+
+@pytest.mark.parametrize("spec", ["24GiB@8.9", "L4", "A10", "RTX4090", "A100-40GB", "40GiB@8.0", "48GiB@8.9",
+                                  "L40S", "A100", "80GiB@8.0", "H100", "2x24GiB@8.9", "2xA100", "4xH100",
+                                  "4xL4"])
+def test_default_profile_fits(spec):
+    inv = describe(spec)
+    p = plan(DEFAULT, inv, FACTS)
+    check_fits(p, inv)
+    assert {w.name for w in p.workers} == {m.name for m in DEFAULT.models}
+    chat = p.worker("qwen3-4b-thinking-fp8")
+    if inv.gpus[0].total >= 40 * GiB:
+        assert chat.context == 32768  # the whole wish fits on a 40 GB card and up
+    native = inv.gpus[0].capability >= (8, 9)
+    assert any(("natively" if native else "Marlin") in n for n in p.notes)
+
+
+def test_bigger_gpu_gives_chat_more_kv():
+    small = plan(DEFAULT, describe("L4"), FACTS).worker("qwen3-4b-thinking-fp8")
+    big = plan(DEFAULT, describe("H100"), FACTS).worker("qwen3-4b-thinking-fp8")
+    assert big.kv_bytes > 5 * small.kv_bytes
+    assert small.context < 32768 and "KV cache is what is left" in " ".join(small.why)
+
+
+def test_several_gpus_spread_the_workers():
+    p = plan(DEFAULT, describe("2x80GiB"), FACTS)
+    assert {d for w in p.workers for d in w.devices} == {0, 1}
+
+
+@pytest.mark.parametrize("spec", ["16GiB@8.0", "12GiB@8.9"])
+def test_too_small_names_the_fix(spec):
+    with pytest.raises(PlanError) as e:
+        plan(DEFAULT, describe(spec), FACTS)
+    line = e.value.line()
+    assert "does not fit" in line and "usable" in line
+    assert "drop " in line and "bigger GPU" in line
+
+
+def test_fp8_refused_below_ampere():
+    with pytest.raises(PlanError, match="compute capability >= 8.0.*7.5"):
+        plan(DEFAULT, describe("T4"), FACTS)
+    with pytest.raises(PlanError, match="compute capability"):
+        plan(DEFAULT, describe("V100-32GB"), FACTS)
+
+
+def test_16bit_profile_on_turing_runs_float16():
+    prof = parse_profile({"models": [{"name": "e", "model": "x/e", "kind": "embedding",
+                                      "facts": {"weights": "1.2GB", "layers": 28, "kv_heads": 8, "head_dim": 128,
+                                                "max_context": 32768}}]})
+    facts = {m.name: read_facts(m) for m in prof.models}
+    w = plan(prof, describe("T4"), facts).worker("e")
+    assert w.dtype == "float16"
+
+
+def test_other_processes_memory_is_respected():
+    busy = Inventory(gpus=(Gpu(0, "L40S", 48 * GiB, 30 * GiB, (8, 9), (GpuProcess(1, 18 * GiB, "other"),)),))
+    p = plan(DEFAULT, busy, FACTS)
+    check_fits(p, busy)
+    assert p.devices[0].planned <= 30 * GiB
+
+
+def test_model_bigger_than_one_gpu_gets_tensor_parallelism():
+    prof = parse_profile({"models": [{"name": "big", "model": "x/big", "kind": "chat",
+                                      "facts": {"weights": "60GiB", "layers": 64, "kv_heads": 8, "head_dim": 128,
+                                                "max_context": 32768}}]})
+    facts = {m.name: read_facts(m) for m in prof.models}
+    w = plan(prof, describe("2x48GiB"), facts).worker("big")
+    assert w.tensor_parallel == 2 and w.devices == (0, 1)
+    with pytest.raises(PlanError):
+        plan(prof, describe("48GiB"), facts)
+
+
+def test_cpu_plan_splits_cores_and_caps_ram():
+    inv = Inventory(cpu=Cpu(total=24 * GiB, available=22 * GiB, cores=2))
+    prof = parse_profile({"models": [
+        {"name": n, "model": f"x/{n}", "kind": k,
+         "facts": {"weights": "100MiB", "layers": 2, "kv_heads": 2, "head_dim": 32, "max_context": 1024}}
+        for n, k in (("a", "embedding"), ("b", "chat"), ("c", "vision"))]})
+    facts = {m.name: read_facts(m) for m in prof.models}
+    p = plan(prof, inv, facts)
+    assert [w.cpu_cores for w in p.workers] == ["0", "1", "0"]
+    assert all(w.gmu is None and w.dtype == "float32" for w in p.workers)
+    assert p.devices[0].planned <= p.devices[0].usable
+    with pytest.raises(PlanError, match="does not fit in RAM"):
+        plan(prof, Inventory(cpu=Cpu(total=8 * GiB, available=4 * GiB, cores=2)), facts)
+
+
+def test_waterfill_and_cores():
+    assert _waterfill(100, [1, 1], [10, 1000]) == [10, 90]
+    assert sum(_waterfill(1000, [1, 8, 2], [50, 10**9, 10**9])) <= 1000
+    assert _cpu_cores(2, 8) == ["0-3", "4-7"]
+    assert _cpu_cores(4, 2) == ["0", "1", "0", "1"]
+
+
+def test_described_gpus_parse():
+    assert len(describe("4xH100").gpus) == 4
+    assert describe("48GiB@8.9").gpus[0].capability == (8, 9)
+    from memoria_cli.errors import InputError
+
+    with pytest.raises(InputError):
+        describe("lots")

@@ -1,0 +1,209 @@
+"""The supervisor's state machine with a scripted spawner, prober and clock: no processes, no sockets."""
+
+from __future__ import annotations
+
+import random
+
+from memoria_cli.supervisor import Policy, S, Supervisor, classify
+from memoria_cli.worker_spec import PROXY, ProcessSpec
+
+
+class FakeHandle:
+    def __init__(self, pid: int) -> None:
+        self.pid, self.create_time, self.rc = pid, float(pid), None
+
+    def poll(self):
+        return self.rc
+
+
+class FakeSpawner:
+    def __init__(self) -> None:
+        self.spawned: list[str] = []
+        self.handles: dict[str, FakeHandle] = {}
+        self.stopped: list[int] = []
+        self.log: dict[str, list[str]] = {}
+
+    def spawn(self, spec):
+        h = FakeHandle(len(self.spawned) + 100)
+        self.spawned.append(spec.name)
+        self.handles[spec.name] = h
+        return h
+
+    def stop(self, handles, grace):
+        for h in handles:
+            self.stopped.append(h.pid)
+            h.rc = -15
+
+    def log_tail(self, spec, lines):
+        return self.log.get(spec.name, [])
+
+
+class FakeProber:
+    def __init__(self) -> None:
+        self.ready_set: set[str] = set()
+        self.dead: set[str] = set()
+
+    def ready(self, spec):
+        return spec.name in self.ready_set
+
+    def live(self, spec):
+        return spec.name not in self.dead
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def spec(name, devices=()):
+    return ProcessSpec(name=name, argv=("x",), env={}, port=1, ready_path="/h", live_path="/h", devices=devices)
+
+
+def make(workers=("a", "b"), devices=((), ()), policy=Policy(jitter=0.0)):
+    sp, pr, clk = FakeSpawner(), FakeProber(), Clock()
+    sup = Supervisor([spec(n, d) for n, d in zip(workers, devices, strict=True)], spec(PROXY), sp, pr, clk,
+                     policy, rng=random.Random(0))
+    return sup, sp, pr, clk
+
+
+def test_workers_then_proxy():
+    sup, sp, pr, clk = make()
+    sup.tick()
+    assert sp.spawned == ["a", "b"] and sup.get(PROXY).state == S.STOPPED  # proxy waits for the workers
+    pr.ready_set |= {"a", "b"}
+    sup.tick()
+    assert sup.get("a").state == S.READY and sup.get("b").state == S.READY
+    sup.tick()
+    assert sp.spawned[-1] == PROXY
+    pr.ready_set.add(PROXY)
+    sup.tick()
+    assert sup.all_ready()
+
+
+def test_workers_sharing_a_gpu_start_one_at_a_time():
+    sup, sp, pr, clk = make(("a", "b", "c"), ((0,), (0,), (1,)))
+    sup.tick()
+    assert sp.spawned == ["a", "c"]  # b shares GPU 0 with a starting worker
+    pr.ready_set.add("a")
+    sup.tick()
+    assert sp.spawned == ["a", "c", "b"]
+
+
+def test_crash_restarts_with_doubling_backoff_then_resets():
+    sup, sp, pr, clk = make(("a",), ((),))
+    pr.ready_set |= {"a", PROXY}
+    for _ in range(3):
+        sup.tick()
+    delays = []
+    for _ in range(4):
+        sp.handles["a"].rc = 1  # crash
+        sup.tick()
+        p = sup.get("a")
+        assert p.state == S.BACKOFF
+        delays.append(round(p.next_try - clk.t, 3))
+        clk.t = p.next_try
+        sup.tick()  # restarted
+        assert p.state == S.STARTING
+        sup.tick()
+        assert p.state == S.READY
+    assert delays == [2.0, 4.0, 8.0, 16.0]
+    clk.t += 601  # ready for more than 10 min: the next failure backs off from the base again
+    sup.tick()
+    sp.handles["a"].rc = 1
+    sup.tick()
+    assert round(sup.get("a").next_try - clk.t, 3) == 2.0
+
+
+def test_backoff_cap_and_jitter():
+    sup = Supervisor([spec("a")], None, FakeSpawner(), FakeProber(), Clock(), Policy(), rng=random.Random(1))
+    ds = [sup.backoff_delay(n) for n in range(1, 12)]
+    assert all(d <= 120 * 1.2 for d in ds) and ds[-1] >= 120 * 0.8
+    assert 2 * 0.8 <= ds[0] <= 2 * 1.2
+
+
+def test_fatal_after_three_failed_starts_and_restart_recovers():
+    sup, sp, pr, clk = make(("a",), ((),))
+    for _ in range(3):
+        sup.tick()  # spawn
+        sp.handles["a"].rc = 1
+        sup.tick()  # exited before ready
+        clk.t = sup.get("a").next_try
+    assert sup.get("a").state == S.FATAL
+    assert "3 failed starts" in sup.get("a").reason
+    assert sup.bringing_up_failed() is sup.get("a")
+    n = len(sp.spawned)
+    clk.t += 1000
+    sup.tick()
+    assert len(sp.spawned) == n  # FATAL stays down
+    sup.restart("a")
+    sup.tick()
+    assert len(sp.spawned) == n + 1 and sup.get("a").state == S.STARTING
+
+
+def test_non_retryable_error_goes_straight_to_fatal():
+    sup, sp, pr, clk = make(("a",), ((),))
+    sup.tick()
+    sp.log["a"] = ["ValueError: Free memory on device (3.1/23.6 GiB) on startup is less than desired GPU memory "
+                   "utilization (0.4, 9.4 GiB)."]
+    sp.handles["a"].rc = 1
+    sup.tick()
+    p = sup.get("a")
+    assert p.state == S.FATAL and "not enough free GPU memory" in p.reason and p.failed_starts == 1
+
+
+def test_classify():
+    assert classify(["OSError: /m does not appear to have a file named config.json"]).startswith("model not found")
+    assert classify(["RuntimeError: Engine core initialization failed"]) is None
+
+
+def test_startup_timeout_counts_as_failed_start():
+    sup, sp, pr, clk = make(("a",), ((),), Policy(startup_timeout=60, jitter=0.0))
+    sup.tick()
+    clk.t += 61
+    sup.tick()
+    p = sup.get("a")
+    assert p.state == S.BACKOFF and "not ready after 60 s" in p.reason and sp.stopped
+
+
+def test_liveness_misses_restart_after_three():
+    sup, sp, pr, clk = make(("a",), ((),))
+    pr.ready_set |= {"a", PROXY}
+    for _ in range(3):
+        sup.tick()
+    pr.dead.add("a")
+    states = []
+    for _ in range(3):
+        clk.t += 10
+        sup.tick()
+        states.append(sup.get("a").state)
+    assert states == [S.UNHEALTHY, S.UNHEALTHY, S.BACKOFF]
+    assert sp.stopped  # the hung one was killed before the restart
+
+
+def test_too_many_crashes_in_window_is_fatal():
+    sup, sp, pr, clk = make(("a",), ((),))
+    pr.ready_set |= {"a", PROXY}
+    sup.tick()
+    for _ in range(6):
+        sup.tick()
+        sp.handles["a"].rc = 1
+        sup.tick()
+        if sup.get("a").state == S.FATAL:
+            break
+        clk.t = sup.get("a").next_try
+        sup.tick()
+    assert sup.get("a").state == S.FATAL and "6 crashes in 30 min" in sup.get("a").reason
+    assert sup.bringing_up_failed() is None  # it had been ready: the others keep serving
+
+
+def test_stop_all_stops_proxy_first():
+    sup, sp, pr, clk = make()
+    pr.ready_set |= {"a", "b", PROXY}
+    for _ in range(3):
+        sup.tick()
+    sup.stop_all()
+    assert sp.stopped[0] == sp.handles[PROXY].pid
+    assert {p.state for p in sup.procs} == {S.STOPPED}

@@ -1,0 +1,106 @@
+"""Generated vLLM command lines: checked flag by flag, and parsed by the installed vLLM's own parser."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from memoria_cli.inventory import describe
+from memoria_cli.model_facts import read_facts
+from memoria_cli.planner import plan
+from memoria_cli.profile import load_profile, parse_profile
+from memoria_cli.runtimes import Runtimes
+from memoria_cli.worker_spec import MARKER_ENV, worker_spec
+from tests.conftest import DEFAULT_RUNTIMES, TOOLS
+
+DEFAULT = load_profile("default")
+
+
+def specs(profile, inv):
+    facts = {m.name: read_facts(m) for m in profile.models}
+    p = plan(profile, inv, facts)
+    return p, [worker_spec(w, profile.model(w.name), "vllm", Path("/tmp/x.log"), "abc", Path("/tmp/c"))
+               for w in p.workers]
+
+
+def flag(argv, name):
+    return argv[argv.index(name) + 1]
+
+
+def test_default_profile_on_l4_argv():
+    p, ss = specs(DEFAULT, describe("L4"))
+    by = {s.name: list(s.argv) for s in ss}
+    chat = by["qwen3-4b-thinking-fp8"]
+    assert chat[:3] == ["vllm", "serve", "Qwen/Qwen3-4B-Thinking-2507-FP8"]
+    assert flag(chat, "--host") == "127.0.0.1"
+    assert flag(chat, "--reasoning-parser") == "qwen3"
+    assert flag(chat, "--max-model-len") == str(p.worker("qwen3-4b-thinking-fp8").context)
+    assert float(flag(chat, "--gpu-memory-utilization")) == p.worker("qwen3-4b-thinking-fp8").gmu
+    assert "--trust-remote-code" not in sum(by.values(), [])
+    assert flag(by["qwen3-embedding-0.6b"], "--runner") == "pooling"
+    ocr = by["hunyuan-ocr"]
+    assert "--no-enable-prefix-caching" in ocr and flag(ocr, "--mm-processor-cache-gb") == "0"
+    assert flag(ocr, "--revision") == DEFAULT.model("hunyuan-ocr").revision
+    for s in ss:
+        assert s.env["CUDA_VISIBLE_DEVICES"] == "0"
+        assert s.env["VLLM_NO_USAGE_STATS"] == "1" and s.env[MARKER_ENV] == f"abc/{s.name}"
+
+
+def test_tensor_parallel_and_cpu_flags(tmp_path):
+    big = parse_profile({"models": [{"name": "big", "model": "x/big", "kind": "chat", "trust_remote_code": True,
+                                     "facts": {"weights": "60GiB", "layers": 64, "kv_heads": 8, "head_dim": 128,
+                                               "max_context": 32768}}]})
+    _, [s] = specs(big, describe("2x48GiB"))
+    assert flag(list(s.argv), "--tensor-parallel-size") == "2" and s.env["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert "--trust-remote-code" in s.argv  # only because the profile asks
+    from memoria_cli.inventory import Cpu, Inventory
+
+    _, [c] = specs(big.model_copy(update={"models": [big.models[0].model_copy(update={
+        "facts": big.models[0].facts.model_copy(update={"weights": 1000})})]}),
+        Inventory(cpu=Cpu(total=24 << 30, available=20 << 30, cores=2)))
+    assert "--gpu-memory-utilization" not in c.argv and "--enforce-eager" in c.argv
+    assert c.env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1" and "VLLM_CPU_KVCACHE_SPACE" in c.remove_env
+
+
+def vllm_parse(argvs: list[list[str]]) -> list[dict]:
+    py = Runtimes(DEFAULT_RUNTIMES).python_of(Runtimes(DEFAULT_RUNTIMES).vllm)
+    if not py.exists():
+        pytest.fail(f"vLLM runtime missing at {py}: run `memoria setup` (the test script does)")
+    proc = subprocess.run([str(py), str(TOOLS / "vllm_parse.py")], input=json.dumps(argvs), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_every_generated_argv_passes_vllms_own_parser():
+    argvs, expect = [], []
+    for gpus in ("L4", "H100", "2xA100", "cpu"):
+        inv = describe(gpus) if gpus != "cpu" else None
+        if inv is None:
+            from memoria_cli.inventory import Cpu, Inventory
+
+            inv = Inventory(cpu=Cpu(total=64 << 30, available=60 << 30, cores=8))
+        p, ss = specs(DEFAULT, inv)
+        for s, w in zip(ss, p.workers, strict=True):
+            argvs.append(list(s.argv))
+            expect.append(w)
+    bad = ["vllm", "serve", "x/y", "--max-model-len", "10", "--no-such-flag", "1"]
+    results = vllm_parse([*argvs, bad])
+    assert not results[-1]["ok"]
+    for argv, w, r in zip(argvs, expect, results, strict=False):
+        assert r["ok"], (argv, r)
+        a = r["args"]
+        assert a["model_tag"] == w.model and a["port"] == w.port and a["host"] == "127.0.0.1"
+        assert a["max_model_len"] == w.context and a["max_num_seqs"] == w.max_num_seqs
+        assert a["kv_cache_memory_bytes"] == w.kv_bytes // w.tensor_parallel
+        if w.gmu is not None:
+            assert a["gpu_memory_utilization"] == pytest.approx(w.gmu, abs=1e-3)
+        if w.kind == "embedding":
+            assert a["runner"] == "pooling"
+        if w.kind == "chat":
+            assert a["reasoning_parser"] == "qwen3"
+        if w.name == "hunyuan-ocr":
+            assert a["enable_prefix_caching"] is False and a["mm_processor_cache_gb"] == 0
