@@ -163,3 +163,19 @@ def test_restart_command(home, memoria, standin_profile):
     after = wait_for(lambda: (p := status(memoria)["processes"]["beta"])["state"] == "ready" and p)
     assert after["pid"] != before and after["restarts"] == 1
     assert memoria("restart", "gamma").returncode == 3
+
+
+def test_foreground_up_stops_everything_on_ctrl_c(home, memoria, standin_profile):
+    prof = standin_profile(env_b={"STANDIN_GRANDCHILD": "1"})
+    fg = subprocess.Popen([sys.executable, "-m", "memoria_cli", "up", "-p", str(prof)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: memoria("status").returncode == 0 and status(memoria)["phase"] == "running")
+        fg.send_signal(signal.SIGINT)
+        _, err = fg.communicate(timeout=60)
+        assert fg.returncode == 0, err
+        assert "ready: http://127.0.0.1:" in err and "stopped" in err
+        assert marked(Home.from_env().marker) == []
+        assert memoria("status").returncode == 8
+    finally:
+        fg.kill()

@@ -15,6 +15,15 @@ DEFAULT = load_profile("default")
 FACTS = {m.name: read_facts(m) for m in DEFAULT.models}
 
 
+def one_model(name: str, kind: str, weights: str, layers: int, kv_heads: int = 8, head_dim: int = 128,
+              max_context: int = 32768):
+    """A one-model profile sized by `facts`, and those facts as the planner reads them."""
+    prof = parse_profile({"models": [{"name": name, "model": f"x/{name}", "kind": kind, "facts": {
+        "weights": weights, "layers": layers, "kv_heads": kv_heads, "head_dim": head_dim,
+        "max_context": max_context}}]})
+    return prof, {m.name: read_facts(m) for m in prof.models}
+
+
 def check_fits(p, inv):
     """Every worker at or above its floor; per GPU, the budgets stay under free minus margin."""
     for w in p.workers:
@@ -74,10 +83,7 @@ def test_fp8_refused_below_ampere():
 
 
 def test_16bit_profile_on_turing_runs_float16():
-    prof = parse_profile({"models": [{"name": "e", "model": "x/e", "kind": "embedding",
-                                      "facts": {"weights": "1.2GB", "layers": 28, "kv_heads": 8, "head_dim": 128,
-                                                "max_context": 32768}}]})
-    facts = {m.name: read_facts(m) for m in prof.models}
+    prof, facts = one_model("e", "embedding", "1.2GB", 28)
     w = plan(prof, describe("T4"), facts).worker("e")
     assert w.dtype == "float16"
 
@@ -90,10 +96,7 @@ def test_other_processes_memory_is_respected():
 
 
 def test_model_bigger_than_one_gpu_gets_tensor_parallelism():
-    prof = parse_profile({"models": [{"name": "big", "model": "x/big", "kind": "chat",
-                                      "facts": {"weights": "60GiB", "layers": 64, "kv_heads": 8, "head_dim": 128,
-                                                "max_context": 32768}}]})
-    facts = {m.name: read_facts(m) for m in prof.models}
+    prof, facts = one_model("big", "chat", "60GiB", 64)
     w = plan(prof, describe("2x48GiB"), facts).worker("big")
     assert w.tensor_parallel == 2 and w.devices == (0, 1)
     with pytest.raises(PlanError):

@@ -33,7 +33,7 @@ def setup_cmd(
     with err().status("setting up...") as status:
         def step(msg: str) -> None:
             status.update(msg[:120])
-            err().log(msg[:200], markup=False, highlight=False)
+            err().print(msg[:200], markup=False, highlight=False)
 
         if only in ("all", "vllm"):
             say(f"vLLM runtime ({engine}) in {rt.root / 'vllm'}")
