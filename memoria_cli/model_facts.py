@@ -108,5 +108,8 @@ def read_facts(entry: ModelEntry) -> Facts:
         quant = "fp8" if "fp8" in entry.model.lower() else None
         return Facts(weights=f.weights, kv_per_token=kv, max_context=f.max_context, dtype_bytes=f.kv_dtype_bytes,
                      quantization=quant, source="profile facts")
+    if entry.source is not None:
+        raise PlanError(f"{entry.name}: not in the model store yet ({entry.model})",
+                        "run `memoria pull -p PROFILE` (`memoria up` does it too)")
     raise PlanError(f"{entry.name}: size of {entry.model} unknown (not on disk, no `facts:` in the profile)",
                     "download it first, point `model:` at its folder, or add `facts:` to the profile")

