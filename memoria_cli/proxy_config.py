@@ -56,6 +56,7 @@ def render(plan: Plan, profile: Profile, auth: bool) -> dict[str, Any]:
             "drop_params": False,
             "disable_hf_tokenizer_download": True,  # offline: never fetch tokenizers for token counting
             "telemetry": False,
+            "callbacks": ["memoria_hooks.proxy_handler"],  # memoria_cli/litellm_hooks.py, copied beside this file
         },
         "general_settings": general,
     }
@@ -73,8 +74,13 @@ def auth_env(host: str, environ: dict[str, str] | None = None) -> tuple[bool, di
     return False, {WEAK_KEY_ENV: "true"}
 
 
+HOOKS_SOURCE = Path(__file__).resolve().parent / "litellm_hooks.py"
+
+
 def write_config(path: Path, config: dict[str, Any]) -> None:
+    """The config and, beside it, the plug-in it names (LiteLLM imports callbacks from the config's folder)."""
     import yaml
 
+    write_atomic(path.with_name("memoria_hooks.py"), HOOKS_SOURCE.read_text(encoding="utf-8"))
     write_atomic(path, "# written by memoria from the plan; edits are overwritten at the next `up`\n"
                  + yaml.safe_dump(config, sort_keys=False))
