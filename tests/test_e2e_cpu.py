@@ -31,8 +31,8 @@ def build_tiny_models() -> Path:
     py = Runtimes(DEFAULT_RUNTIMES).python_of(Runtimes(DEFAULT_RUNTIMES).vllm)
     if not py.exists():
         pytest.fail(f"vLLM runtime missing at {py}: run `memoria setup`")
-    subprocess.run([str(py), str(ROOT / "memoria_cli" / "builders" / "tiny_models.py"), str(MODELS)], check=True, timeout=900,
-                   capture_output=True)
+    builder = ROOT / "memoria_cli" / "builders" / "tiny_models.py"
+    subprocess.run([str(py), str(builder), str(MODELS)], check=True, timeout=900, capture_output=True)
     return MODELS
 
 

@@ -1,0 +1,112 @@
+"""`memoria up --profile demo`: real trained models from package registries, on the CPU, offline.
+Checks real quality, not shapes: embedding similarity, a factual chat answer, transcription word error rate."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import openai
+import psutil
+import pytest
+import yaml
+
+from memoria_cli.processes import marked
+from memoria_cli.profile import SHIPPED
+from tests.conftest import DEFAULT_RUNTIMES, free_ports, run_memoria
+
+pytestmark = pytest.mark.slow
+SENTENCES = ["the quick brown fox jumps over the lazy dog", "solar panels convert sunlight into electricity"]
+
+
+def wer(ref: str, hyp: str) -> float:
+    """Word error rate: word-level edit distance over the reference's length (case and punctuation ignored)."""
+    r, h = (re.sub(r"[^a-z0-9' ]", " ", s.lower()).split() for s in (ref, hyp))
+    d = list(range(len(h) + 1))
+    for i, rw in enumerate(r, 1):
+        prev, d[0] = d[0], i
+        for j, hw in enumerate(h, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (rw != hw))
+    return d[len(h)] / max(1, len(r))
+
+
+def test_wer():
+    assert wer("the quick brown fox", "The quick brown fox.") == 0
+    assert wer("a b c d", "a x c") == 0.5
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    if not shutil.which("espeak-ng"):
+        pytest.fail("espeak-ng is needed to make speech (scripts/test.sh installs it)")
+    tmp = tmp_path_factory.mktemp("demo")
+    base = free_ports(5)
+    prof = yaml.safe_load((SHIPPED / "demo.yaml").read_text())
+    prof["proxy"]["port"], prof["worker_port_base"] = base - 1, base  # the shipped demo, on free ports
+    path = tmp / "demo.yaml"
+    path.write_text(yaml.safe_dump(prof))
+    env = {"MEMORIA_HOME": str(tmp / "home"), "MEMORIA_RUNTIMES": str(DEFAULT_RUNTIMES)}
+    t0 = time.monotonic()
+    r = run_memoria("up", "-d", "-p", str(path), env=env, timeout=1200)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr[-4000:]
+    state = json.loads(run_memoria("status", "--json", env=env).stdout)
+    rss = sum(p.memory_info().rss for p in marked(state["marker"]))
+    print(f"\ndemo: pull + up in {took:.0f} s; stack RSS when ready {rss / 2**30:.2f} GiB")
+    try:
+        yield {"client": openai.OpenAI(base_url=f"http://127.0.0.1:{base - 1}/v1", api_key="x", max_retries=0,
+                                       timeout=300), "env": env, "tmp": tmp, "marker": state["marker"]}
+    finally:
+        run_memoria("down", env=env, timeout=180)
+        assert marked(state["marker"]) == []
+
+
+def test_embeddings_rank_the_relevant_document_first(demo):
+    c = demo["client"]
+    docs = ["Renewable energy reduces carbon emissions", "The cat sat on the mat",
+            "Python is a versatile programming language"]
+    out = c.embeddings.create(model="demo-embed", input=["What are the benefits of renewable energy?", *docs])
+    v = np.array([d.embedding for d in out.data])
+    assert v.shape == (4, 384)
+    cos = v[1:] @ v[0] / np.linalg.norm(v[1:], axis=1) / np.linalg.norm(v[0])
+    print("cosines:", dict(zip(docs, cos.round(3), strict=True)))
+    assert cos[0] > max(cos[1:]) + 0.3
+
+
+def test_chat_knows_a_capital(demo):
+    r = demo["client"].chat.completions.create(
+        model="demo-chat", messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=32, temperature=0)
+    print("chat:", r.choices[0].message.content)
+    assert "paris" in r.choices[0].message.content.lower()
+
+
+@pytest.mark.parametrize("sentence", SENTENCES)
+def test_transcription_word_error_rate(demo, sentence):
+    wav = demo["tmp"] / f"{sentence[:10].replace(' ', '_')}.wav"
+    subprocess.run(["espeak-ng", "-s", "150", "-w", str(wav), sentence], check=True)
+    c = demo["client"]
+    text = c.audio.transcriptions.create(model="demo-whisper", file=wav.open("rb"), language="en").text
+    srt = c.audio.transcriptions.create(model="demo-whisper", file=wav.open("rb"), language="en",
+                                        response_format="srt")
+    print(f"json: {text!r}  srt: {srt!r}")
+    assert wer(sentence, text) <= 0.3
+    blocks = srt.strip().split("\n\n")
+    assert re.fullmatch(r"1\n00:00:00,000 --> 00:00:0\d,\d{3}\n.+", blocks[0])
+    spoken = " ".join(b.split("\n", 2)[2] for b in blocks)
+    assert wer(sentence, spoken) <= 0.3
+
+
+def test_status_says_the_ocr_worker_has_random_weights(demo):
+    out = run_memoria("status", env=demo["env"]).stdout
+    assert "RANDOM WEIGHTS" in out and "not OCR" in out
+
+
+def test_pull_is_idempotent(demo):
+    r = run_memoria("pull", "-p", "demo", env=demo["env"])
+    assert r.returncode == 0 and "all models of demo are in the store" in r.stderr
+    assert psutil.Process().is_running()
