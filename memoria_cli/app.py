@@ -36,8 +36,13 @@ def main() -> None:
     from memoria_cli.errors import MemoriaError
 
     prefix = f"memoria[{os.getpid()}]" if len(sys.argv) > 1 and sys.argv[1] == "_supervise" else "memoria"
+    argv = sys.argv[1:]
+    if argv[:1] == ["chat"]:
+        from memoria_cli.commands.chat import join_option_pairs
+
+        argv = join_option_pairs(argv)
     try:
-        app(standalone_mode=True)
+        app(args=argv, standalone_mode=True, prog_name="memoria")
     except MemoriaError as exc:
         if debug_enabled():
             raise

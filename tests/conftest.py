@@ -94,3 +94,71 @@ def standin_profile(tmp_path, standin):
             models.append({"name": name, "model": str(folder), "kind": "chat", "env": env or {}})
         return write_profile(tmp_path / "standin.yaml", models, **extra)
     return make
+
+
+TINY_MODELS = Path(os.environ.get("MEMORIA_TEST_MODELS", ROOT / ".cache" / "tiny-models"))
+
+
+def build_tiny_models() -> Path:
+    from memoria_cli.runtimes import Runtimes
+
+    py = Runtimes(DEFAULT_RUNTIMES).python_of(Runtimes(DEFAULT_RUNTIMES).vllm)
+    if not py.exists():
+        pytest.fail(f"vLLM runtime missing at {py}: run `memoria setup`")
+    builder = ROOT / "memoria_cli" / "builders" / "tiny_models.py"
+    subprocess.run([str(py), str(builder), str(TINY_MODELS)], check=True, timeout=900, capture_output=True)
+    return TINY_MODELS
+
+
+def tiny_models_profile(path: Path, models: Path, port_base: int) -> Path:
+    return write_profile(path, [
+        {"name": "tiny-embed", "model": str(models / "tiny-embed"), "kind": "embedding",
+         "aliases": ["test/Tiny-Embed"]},
+        {"name": "tiny-chat", "model": str(models / "tiny-chat"), "kind": "chat", "aliases": ["test/Tiny-Chat"],
+         "reasoning_parser": "qwen3",
+         "extra_args": ["--structured-outputs-config", '{"backend":"xgrammar","disable_any_whitespace":true}']},
+        {"name": "tiny-vl", "model": str(models / "tiny-vl"), "kind": "vision", "aliases": ["test/Tiny-VL"],
+         "context": 1024, "note": "random weights: plumbing only"},
+        {"name": "tiny-whisper", "model": str(models / "tiny-whisper"), "kind": "transcription",
+         "aliases": ["test/Tiny-Whisper"]},
+    ], port_base=port_base, startup_timeout=600)
+
+
+@pytest.fixture(scope="session")
+def tiny_stack(tmp_path_factory):
+    """The real stack (`vllm serve` CPU build x4 + LiteLLM) on tiny models, shared by the slow tests, in its own
+    home; MEMORIA_HOME points at it while tests run. Torn down at the end, checked to leave nothing behind."""
+    import json
+    import time
+
+    from memoria_cli.processes import marked
+
+    models = build_tiny_models()
+    tmp = tmp_path_factory.mktemp("tiny-stack")
+    base = free_ports(5)
+    profile = tiny_models_profile(tmp / "tiny.yaml", models, base)
+    env = {"MEMORIA_HOME": str(tmp / "home"), "MEMORIA_RUNTIMES": str(DEFAULT_RUNTIMES)}
+    old = {k: os.environ.get(k) for k in [*env, "LITELLM_MASTER_KEY"]}
+    os.environ.update(env)
+    os.environ.pop("LITELLM_MASTER_KEY", None)
+    t0 = time.monotonic()
+    r = run_memoria("up", "-d", "-p", str(profile), timeout=900)
+    print(f"\ntiny stack: memoria up -d took {time.monotonic() - t0:.1f} s to all ready")
+    marker = None
+    try:
+        assert r.returncode == 0, r.stderr[-4000:]
+        state = json.loads(run_memoria("status", "--json").stdout)
+        marker = state["marker"]
+        yield {"url": f"http://127.0.0.1:{base - 1}/v1", "home": tmp / "home", "profile": profile, "base": base,
+               "env": env, "state": state}
+    finally:
+        os.environ.update(env)
+        down = run_memoria("down", timeout=180)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        assert down.returncode == 0, down.stderr
+        if marker:
+            assert marked(marker) == [], "memoria down left processes behind"

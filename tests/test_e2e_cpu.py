@@ -6,74 +6,21 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import socket
-import subprocess
-import time
 import wave
-from pathlib import Path
 
 import numpy as np
 import openai
-import psutil
 import pytest
 from PIL import Image
 
-from memoria_cli.processes import marked
-from memoria_cli.runtimes import Runtimes
-from tests.conftest import DEFAULT_RUNTIMES, ROOT, free_ports, run_memoria, write_profile
+from tests.conftest import run_memoria
 
 pytestmark = pytest.mark.slow
-MODELS = Path(os.environ.get("MEMORIA_TEST_MODELS", ROOT / ".cache" / "tiny-models"))
-
-
-def build_tiny_models() -> Path:
-    py = Runtimes(DEFAULT_RUNTIMES).python_of(Runtimes(DEFAULT_RUNTIMES).vllm)
-    if not py.exists():
-        pytest.fail(f"vLLM runtime missing at {py}: run `memoria setup`")
-    builder = ROOT / "memoria_cli" / "builders" / "tiny_models.py"
-    subprocess.run([str(py), str(builder), str(MODELS)], check=True, timeout=900, capture_output=True)
-    return MODELS
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    models = build_tiny_models()
-    tmp = tmp_path_factory.mktemp("e2e")
-    base = free_ports(5)
-    profile = write_profile(tmp / "tiny.yaml", [
-        {"name": "tiny-embed", "model": str(models / "tiny-embed"), "kind": "embedding",
-         "aliases": ["test/Tiny-Embed"]},
-        {"name": "tiny-chat", "model": str(models / "tiny-chat"), "kind": "chat", "aliases": ["test/Tiny-Chat"],
-         "reasoning_parser": "qwen3",
-         "extra_args": ["--structured-outputs-config", '{"backend":"xgrammar","disable_any_whitespace":true}']},
-        {"name": "tiny-vl", "model": str(models / "tiny-vl"), "kind": "vision", "aliases": ["test/Tiny-VL"],
-         "context": 1024, "note": "random weights: plumbing only"},
-        {"name": "tiny-whisper", "model": str(models / "tiny-whisper"), "kind": "transcription",
-         "aliases": ["test/Tiny-Whisper"]},
-    ], port_base=base, startup_timeout=600)
-    env = {"MEMORIA_HOME": str(tmp / "home"), "MEMORIA_RUNTIMES": str(DEFAULT_RUNTIMES)}
-    old = {k: os.environ.get(k) for k in [*env, "LITELLM_MASTER_KEY"]}
-    os.environ.update(env)
-    os.environ.pop("LITELLM_MASTER_KEY", None)
-    t0 = time.monotonic()
-    r = run_memoria("up", "-d", "-p", str(profile), timeout=900)
-    print(f"\nmemoria up -d: {time.monotonic() - t0:.1f} s to all ready")
-    try:
-        assert r.returncode == 0, r.stderr[-4000:]
-        yield {"url": f"http://127.0.0.1:{base - 1}/v1", "home": tmp / "home", "profile": profile, "base": base}
-    finally:
-        run_memoria("down", timeout=180)
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@pytest.fixture(scope="module")
-def client(stack):
-    return openai.OpenAI(base_url=stack["url"], api_key="not-needed", max_retries=0, timeout=120)
+def client(tiny_stack):
+    return openai.OpenAI(base_url=tiny_stack["url"], api_key="not-needed", max_retries=0, timeout=120)
 
 
 def test_models_list_public_names_and_aliases(client):
@@ -139,7 +86,7 @@ def test_transcription(client):
     assert isinstance(r.text, str)
 
 
-def test_status_shows_every_worker_ready_with_vllms_report(stack):
+def test_status_shows_every_worker_ready_with_vllms_report(tiny_stack):
     r = run_memoria("status", "--json")
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
@@ -148,26 +95,3 @@ def test_status_shows_every_worker_ready_with_vllms_report(stack):
     assert s["processes"]["tiny-chat"]["reported"]["kv_tokens"] > 0
     table = run_memoria("status").stdout
     assert "random weights: plumbing only" in table
-
-
-def test_zz_down_leaves_nothing(stack):
-    s = json.loads(run_memoria("status", "--json").stdout)
-    marker = s["marker"]
-    groups = [p["pid"] for p in s["processes"].values()]
-    r = run_memoria("down", timeout=180)
-    assert r.returncode == 0, r.stderr
-    assert marked(marker) == []
-    for pgid in groups:
-        # zombies hold no memory and no port; they wait for an init that reaps (not every container has one)
-        assert not [p for p in psutil.process_iter() if _pgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE]
-    for p in s["processes"].values():
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", p["port"]))
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return None

@@ -6,7 +6,26 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from memoria_cli.commands import down, gpus, logs, plan, profiles, pull, restart, setup, status, supervise, up
+    from memoria_cli.commands import (
+        chat,
+        down,
+        embed,
+        gpus,
+        logs,
+        models,
+        ocr,
+        plan,
+        profiles,
+        pull,
+        restart,
+        setup,
+        status,
+        supervise,
+        transcribe,
+        up,
+    )
 
-    for module in (up, down, status, logs, restart, plan, pull, gpus, profiles, setup, supervise):
+    for module in (up, down, status, logs, restart, plan, pull, gpus, profiles, setup,  # the service
+                   models, chat, embed, ocr, transcribe,  # the clients
+                   supervise):
         module.register(app)

@@ -1,0 +1,133 @@
+"""`memoria embed`: embeddings for texts, lines of a file, JSONL records or stdin; batched and concurrent."""
+
+from __future__ import annotations
+
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import typer
+
+from memoria_cli.commands.client_options import API_KEY, BASE_URL, MODEL, TIMEOUT
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="embed")(embed_cmd)
+
+
+def read_inputs(texts: list[str], input_file: Path | None) -> list[tuple[object, str]]:
+    """[(id or None, text)]: arguments, else the file (one text a line, or JSONL with "text" and "id"), else stdin."""
+    from memoria_cli.errors import InputError
+    from memoria_cli.inputs import read_file, text_lines
+
+    if texts:
+        items, where = [(None, t) for t in texts], "argument"
+    elif input_file is not None:
+        items, where = _parse_lines(text_lines(read_file(input_file), str(input_file)), str(input_file)), "line"
+    elif not sys.stdin.isatty():
+        items, where = _parse_lines(text_lines(sys.stdin.buffer.read(), "stdin"), "stdin"), "line"
+    else:
+        raise InputError("nothing to embed", "give texts, -i FILE, or pipe text in (one per line)")
+    if not items:
+        raise InputError("nothing to embed: the input is empty")
+    for i, (_, text) in enumerate(items, 1):
+        if not text.strip():
+            raise InputError(f"{where} {i} is empty: nothing to embed there", "remove empty lines")
+    return items
+
+
+def _parse_lines(lines: list[str], name: str) -> list[tuple[object, str]]:
+    from memoria_cli.errors import InputError
+
+    while lines and not lines[-1].strip():
+        lines = lines[:-1]  # a trailing newline is not an empty text
+    if lines and lines[0].lstrip().startswith("{"):
+        out = []
+        for i, line in enumerate(lines, 1):
+            try:
+                rec = json.loads(line)
+                out.append((rec.get("id"), rec["text"]))
+            except (ValueError, KeyError, AttributeError, TypeError):
+                raise InputError(f"{name} line {i} is not a JSON object with a \"text\" field") from None
+        return out
+    return [(None, line) for line in lines]
+
+
+def write_npy(path: Path, rows: list[list[float]]) -> None:
+    """A float32 .npy file (format 1.0), written without numpy: memoria does not need it otherwise."""
+    import array
+
+    width = len(rows[0]) if rows else 0
+    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({len(rows)}, {width}), }}"
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    flat = array.array("f", (x for row in rows for x in row))
+    if sys.byteorder == "big":
+        flat.byteswap()
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode("latin1"))
+        f.write(flat.tobytes())
+
+
+def embed_cmd(
+    texts: list[str] = typer.Argument(None, help="Texts to embed (else -i FILE or stdin)."),
+    input_file: Path = typer.Option(None, "--input", "-i", help="One text per line, or JSONL {\"id\", \"text\"}."),
+    model: str = MODEL,
+    output: Path = typer.Option(None, "--output", "-o", help="Write here instead of stdout (required for npy)."),
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl (one {id?, index, embedding} per line) or npy."),
+    dimensions: int = typer.Option(None, "--dimensions", help="Ask for shorter embeddings (models that support it)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Texts per request."),
+    concurrency: int = typer.Option(4, "--concurrency", help="Requests in flight at once."),
+    base_url: str = BASE_URL, api_key: str = API_KEY, timeout: float = TIMEOUT,
+) -> None:
+    """Embed texts with the embedding model, in batches sent concurrently, in input order.
+
+    Example: `memoria embed "Hello, world!"` or `memoria embed -i docs.txt --format npy -o docs.npy`.
+    """
+    from memoria_cli.commands.client_options import connect
+    from memoria_cli.errors import InputError
+
+    if fmt not in ("jsonl", "npy") or (fmt == "npy" and output is None):
+        raise InputError("--format takes jsonl or npy (npy needs -o FILE)")
+    if batch_size < 1 or concurrency < 1:
+        raise InputError("--batch-size and --concurrency must be at least 1")
+    if output is not None and output.exists():
+        raise InputError(f"{output} exists", "choose another name or remove it first")
+    items = read_inputs(texts or [], input_file)
+    api, model = connect("embedding", model, base_url, api_key, timeout)
+    batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+
+    def run(batch: list[tuple[object, str]]) -> list[list[float]]:
+        body: dict = {"model": model, "input": [t for _, t in batch]}
+        if dimensions:
+            body["dimensions"] = dimensions
+        data = sorted(api.post_json("embeddings", body)["data"], key=lambda d: d["index"])
+        return [d["embedding"] for d in data]
+
+    vectors: list[list[float]] = []
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = pool.map(run, batches)
+        if len(batches) > 1:
+            from rich.progress import Progress
+
+            from memoria_cli.console import err
+
+            with Progress(console=err(), transient=True) as bar:
+                task = bar.add_task("embedding", total=len(items))
+                for b, vs in zip(batches, results, strict=True):
+                    vectors += vs
+                    bar.advance(task, len(b))
+        else:
+            for vs in results:
+                vectors += vs
+    if fmt == "npy":
+        write_npy(output, vectors)
+        return
+    sink = open(output, "w", encoding="utf-8") if output else sys.stdout
+    try:
+        for i, ((ident, _), vec) in enumerate(zip(items, vectors, strict=True)):
+            rec = {"id": ident} if ident is not None else {}
+            sink.write(json.dumps({**rec, "index": i, "embedding": vec}) + "\n")
+    finally:
+        if output:
+            sink.close()

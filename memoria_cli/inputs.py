@@ -1,0 +1,163 @@
+"""Files the client commands read, checked locally so bad input fails here with one clear line, not at the server.
+
+Pure checks over bytes; the only I/O is reading the file. Images are opened with a pixel limit (no
+decompression bombs), fully decoded (a truncated file fails here) and downscaled above a cap before sending.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from pathlib import Path
+
+from memoria_cli.errors import InputError
+
+BOMB_PIXELS = 89_478_485  # Pillow's own default limit: refuse larger images outright
+SEND_PIXELS = 4_194_304  # 2048 x 2048: larger images are downscaled before sending
+UPLOAD_CAP = 25 * 1024 * 1024  # the OpenAI API's (and vLLM's default) transcription upload limit
+AUDIO_EXT = {"mp3", "mp4", "mpeg", "mpga", "m4a", "wav", "webm", "flac", "ogg", "oga", "opus"}
+
+
+def read_file(path: str | Path) -> bytes:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"file not found: {p}") from None
+    except IsADirectoryError:
+        raise InputError(f"{p} is a folder, not a file", "give the files inside it") from None
+    except PermissionError:
+        raise InputError(f"cannot read {p}: permission denied") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {p}: {exc.strerror or exc}") from None
+    if not data:
+        raise InputError(f"{p} is empty")
+    return data
+
+
+def text_lines(data: bytes, name: str) -> list[str]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{name} is not UTF-8 text (bad byte at offset {exc.start})",
+                         "convert it first, e.g. `iconv -f latin1 -t utf-8`") from None
+    return text.splitlines()
+
+
+def parse_pages(spec: str | None, count: int) -> list[int]:
+    """'1-3,5' -> [0, 1, 2, 4] (zero-based), checked against the document's page count."""
+    if not spec:
+        return list(range(count))
+    pages: list[int] = []
+    try:
+        for part in spec.split(","):
+            a, _, b = part.strip().partition("-")
+            lo, hi = int(a), int(b or a)
+            if lo < 1 or hi < lo:
+                raise ValueError
+            pages.extend(range(lo - 1, hi))
+    except ValueError:
+        raise InputError(f"--pages {spec!r} is not a page list", "write it like 1-3,5") from None
+    bad = [p + 1 for p in pages if p >= count]
+    if bad:
+        raise InputError(f"page {bad[0]} does not exist (the document has {count})")
+    return pages
+
+
+def load_image(data: bytes, name: str):
+    """A fully decoded PIL image, or one clear error for a damaged, unknown or oversized file."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = BOMB_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # Pillow only warns below 2x its limit
+            probe = Image.open(io.BytesIO(data))
+        with probe:
+            if probe.width * probe.height > BOMB_PIXELS:
+                raise Image.DecompressionBombError("too many pixels")
+            probe.verify()
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        return img
+    except UnidentifiedImageError:
+        raise InputError(f"{name} is not an image memoria can read", "use PNG, JPEG, GIF, WebP, BMP or PDF") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"{name} has too many pixels (over {BOMB_PIXELS:,}): refusing a possible decompression bomb",
+                         "downscale it first") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{name} is damaged ({exc})", "re-export or re-download it") from None
+
+
+def image_data_url(img, max_pixels: int = SEND_PIXELS) -> tuple[str, bool]:
+    """PNG data URL of the image, downscaled (keeping its aspect) above `max_pixels`; (url, was_downscaled)."""
+    from PIL import Image
+
+    small = False
+    if img.width * img.height > max_pixels:
+        scale = (max_pixels / (img.width * img.height)) ** 0.5
+        img = img.resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))), Image.LANCZOS)
+        small = True
+    if img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(), small
+
+
+def pdf_pages(data: bytes, name: str, pages: str | None, scale: float = 2.0) -> list[tuple[int, object]]:
+    """[(page number, PIL image)] for the chosen pages of a PDF, rendered at 144 dpi."""
+    import pypdfium2 as pdfium
+
+    try:
+        doc = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        if "password" in str(exc).lower():
+            raise InputError(f"{name} is encrypted", "decrypt it first (e.g. `qpdf --decrypt`)") from None
+        if _no_pages(data):  # pdfium refuses a page-less file outright
+            raise InputError(f"{name} has no pages") from None
+        raise InputError(f"{name} is not a readable PDF ({exc})") from None
+    try:
+        if len(doc) == 0:
+            raise InputError(f"{name} has no pages")
+        return [(i + 1, doc[i].render(scale=scale).to_pil()) for i in parse_pages(pages, len(doc))]
+    finally:
+        doc.close()
+
+
+def _no_pages(data: bytes) -> bool:
+    """A /Type /Pages dictionary with /Count 0, whatever its key order."""
+    return any(re.search(rb"/Type\s*/Pages\b", d) and re.search(rb"/Count\s*0\b", d)
+               for d in re.findall(rb"<<([^<>]*)>>", data))
+
+
+def audio_kind(data: bytes) -> str | None:
+    """The container from its first bytes: what the server's decoder accepts, or None."""
+    head = data[:16]
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "wav"
+    if head[:4] == b"fLaC":
+        return "flac"
+    if head[:4] == b"OggS":
+        return "ogg"
+    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "mp3"
+    if head[4:8] == b"ftyp":
+        return "mp4"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "webm"
+    return None
+
+
+def check_audio(data: bytes, name: str) -> str:
+    kind = audio_kind(data)
+    if kind is None:
+        raise InputError(f"{name} is not audio the server can decode",
+                         "use MP3, MP4/M4A, WAV, WebM, FLAC or OGG (convert with e.g. `ffmpeg -i IN out.wav`)")
+    if len(data) > UPLOAD_CAP:
+        raise InputError(f"{name} is {len(data) / 2**20:.0f} MiB, over the {UPLOAD_CAP // 2**20} MiB upload limit",
+                         "split it into shorter files (e.g. `ffmpeg -i IN -f segment -segment_time 600 part%03d.mp3`)")
+    return kind
