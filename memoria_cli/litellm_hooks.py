@@ -6,6 +6,8 @@ to JSON, so `response_format="srt"` would never give SRT. LiteLLM loads this fil
 json and notes what the client wanted; a wrapper on the proxy's own transcription route then renders that
 JSON as plain text, SRT or WebVTT. Everything else passes through untouched.
 
+With a master key, `user_api_key_auth` (general_settings.custom_auth) answers a missing or wrong key with 401.
+
 The renderers are pure and also used by memoria's own client; this module imports LiteLLM only when LiteLLM
 is what loads it.
 """
@@ -153,6 +155,21 @@ if CustomLogger is not None:
             return data
 
     proxy_handler = MemoriaHooks()
+
+    async def user_api_key_auth(request: Any, api_key: str) -> Any:
+        """With a master key set: that key or 401. (LiteLLM's own check answers a wrong key with 400 "No
+        connected db" when, as here, there is no key database.)"""
+        import hmac
+        import os
+
+        from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
+
+        master = os.environ.get("LITELLM_MASTER_KEY", "")
+        given = (api_key or "").removeprefix("Bearer ").strip()
+        if master and hmac.compare_digest(given.encode(), master.encode()):
+            return UserAPIKeyAuth(api_key=given, user_role=LitellmUserRoles.PROXY_ADMIN)
+        raise ProxyException(message="Authentication Error: missing or wrong API key", type="auth_error",
+                             param="api_key", code=401)
     from litellm.proxy.proxy_server import app as _proxy_app
 
     install(_proxy_app)

@@ -44,6 +44,7 @@ def render(plan: Plan, profile: Profile, auth: bool) -> dict[str, Any]:
     general: dict[str, Any] = {"disable_spend_logs": True, "disable_error_logs": True}
     if auth:
         general["master_key"] = f"os.environ/{MASTER_KEY_ENV}"  # the key itself never lands in a file
+        general["custom_auth"] = "memoria_hooks.user_api_key_auth"  # 401 for a missing or wrong key
     return {
         "model_list": model_list,
         "router_settings": {

@@ -9,7 +9,7 @@ quiet() { grep -v "is ignored: it is neither a file nor a directory" || true; }
 python3 -m venv .venv
 .venv/bin/pip install -q -e '.[dev]' 2>&1 | quiet
 .venv/bin/memoria setup
-# speech for the transcription tests (Debian's espeak-ng)
-command -v espeak-ng >/dev/null || { apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; }
+# speech and audio formats for the transcription tests (Debian's espeak-ng and sox)
+command -v espeak-ng >/dev/null && command -v sox >/dev/null || { apt-get update -qq && apt-get install -y -qq espeak-ng sox >/dev/null; }
 .venv/bin/ruff check memoria_cli tests
 exec .venv/bin/python -m pytest -v --timeout 1200 tests "$@"

@@ -39,7 +39,9 @@ def test_one_deployment_per_worker_and_every_alias():
         assert m["litellm_params"]["model"] == f"hosted_vllm/{m['model_name']}"
         assert m["litellm_params"]["api_base"].startswith("http://127.0.0.1:83")
     assert "master_key" not in cfg["general_settings"]
-    assert default_config(auth=True)["general_settings"]["master_key"] == "os.environ/LITELLM_MASTER_KEY"
+    keyed = default_config(auth=True)["general_settings"]
+    assert keyed["master_key"] == "os.environ/LITELLM_MASTER_KEY"
+    assert keyed["custom_auth"] == "memoria_hooks.user_api_key_auth"
 
 
 def test_auth_from_environment_and_loopback_rule():

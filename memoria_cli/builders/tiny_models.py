@@ -49,13 +49,20 @@ def bpe(vocab: int, specials: list[str], extra: str) -> Tokenizer:
     return tok
 
 
+VERSION = "2"  # bump when a builder changes, so cached models are rebuilt
+
+
 def done(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "BUILT"))
+    try:
+        with open(os.path.join(path, "BUILT")) as f:
+            return f.read().strip() == VERSION
+    except OSError:
+        return False
 
 
 def stamp(path: str) -> None:
     with open(os.path.join(path, "BUILT"), "w") as f:
-        f.write("ok\n")
+        f.write(VERSION + "\n")
 
 
 def chat_tokenizer():
@@ -99,6 +106,10 @@ def qwen3(out: str, tok, scripted: bool) -> None:
                 emb[t] = 0.0
                 emb[t, k + 1] = 1.0
             head = torch.zeros(cfg.vocab_size, cfg.hidden_size)
+            # Where a grammar (structured output) forbids the script, prefer closing JSON: '"' then '}' then
+            # ']', so constrained answers end instead of filling a string forever.
+            for tok_text, bias in (('"', 1.0), ("}", 0.9), ("]", 0.8)):
+                head[tok.convert_tokens_to_ids(tok_text)] = bias
             head[chain[0], 0] = 50.0
             for k in range(len(chain) - 1):
                 head[chain[k + 1], k + 1] = 50.0

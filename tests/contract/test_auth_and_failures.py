@@ -1,0 +1,72 @@
+"""Auth on (LITELLM_MASTER_KEY set): requests without the key get 401, not a 500 or "No connected db" 400;
+and an upstream failure reaches the SDK as an APIError with a useful message. Its own one-worker stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import httpx
+import pytest
+from openai import APIError, AuthenticationError, OpenAI
+
+from tests.conftest import DEFAULT_RUNTIMES, build_tiny_models, free_ports, run_memoria, write_profile
+
+pytestmark = pytest.mark.slow
+KEY = "sk-memoria-test-7d1f0c2e"
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory):
+    models = build_tiny_models()
+    tmp = tmp_path_factory.mktemp("auth")
+    base = free_ports(2)
+    profile = write_profile(tmp / "auth.yaml", [
+        {"name": "tiny-embed", "model": str(models / "tiny-embed"), "kind": "embedding"}], port_base=base)
+    env = {"MEMORIA_HOME": str(tmp / "home"), "MEMORIA_RUNTIMES": str(DEFAULT_RUNTIMES), "LITELLM_MASTER_KEY": KEY}
+    r = run_memoria("up", "-d", "-p", str(profile), env=env, timeout=600)
+    try:
+        assert r.returncode == 0, r.stderr[-3000:]
+        yield {"url": f"http://127.0.0.1:{base - 1}/v1", "env": env}
+    finally:
+        run_memoria("down", env=env, timeout=180)
+
+
+def test_the_key_is_required_and_never_on_a_command_line(keyed):
+    with pytest.raises(AuthenticationError) as e:
+        OpenAI(base_url=keyed["url"], api_key="wrong-key", max_retries=0).embeddings.create(input="x",
+                                                                                           model="tiny-embed")
+    assert e.value.status_code == 401
+    no_key = httpx.post(keyed["url"] + "/embeddings", json={"input": "x", "model": "tiny-embed"})
+    assert no_key.status_code == 401, no_key.text
+    ok = OpenAI(base_url=keyed["url"], api_key=KEY).embeddings.create(input="x", model="tiny-embed")
+    assert ok.data
+    import psutil
+
+    for p in psutil.process_iter(["cmdline"]):
+        assert KEY not in " ".join(p.info["cmdline"] or []), p.info["cmdline"]
+    state = json.loads(run_memoria("status", "--json", env=keyed["env"]).stdout)
+    assert state["auth"] is True
+    config = (os.path.join(keyed["env"]["MEMORIA_HOME"], "litellm.yaml"))
+    assert KEY not in open(config).read()
+
+
+def test_upstream_failure_is_an_api_error_with_a_message(keyed):
+    state = json.loads(run_memoria("status", "--json", env=keyed["env"]).stdout)
+    worker = state["processes"]["tiny-embed"]
+    os.killpg(worker["pid"], signal.SIGSTOP)  # hung: the proxy cannot get an answer
+    try:
+        c = OpenAI(base_url=keyed["url"], api_key=KEY, max_retries=0, timeout=120)
+        os.killpg(worker["pid"], signal.SIGKILL)  # and then gone: connection refused upstream
+        time.sleep(0.5)
+        with pytest.raises(APIError) as e:
+            c.embeddings.create(input="x", model="tiny-embed")
+        assert e.value.message and len(e.value.message) > 10
+        print("upstream failure seen by the SDK:", type(e.value).__name__, e.value.message[:200])
+    finally:
+        try:
+            os.killpg(worker["pid"], signal.SIGCONT)
+        except ProcessLookupError:
+            pass
