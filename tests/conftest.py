@@ -18,6 +18,23 @@ TOOLS = Path(__file__).resolve().parent / "tools"
 DEFAULT_RUNTIMES = Home.from_env().runtimes  # the runtimes `memoria setup` installed, shared by every test home
 
 
+def wav_bytes(seconds: float = 1.5, rate: int = 16000, freq: float = 440.0) -> bytes:
+    """A mono 16-bit WAV tone: audio the transcription workers accept (content does not matter to them)."""
+    import io
+    import wave
+
+    import numpy as np
+
+    t = np.arange(int(seconds * rate)) / rate
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((0.2 * np.sin(2 * np.pi * freq * t) * 32767).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
 def free_ports(n: int) -> int:
     """A base port with `n` consecutive free ports above it (and the one below for a proxy)."""
     for base in range(21000, 40000, 97):

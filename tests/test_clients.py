@@ -9,7 +9,6 @@ import pty
 import shutil
 import subprocess
 import sys
-import wave
 
 import httpx
 import numpy as np
@@ -18,23 +17,9 @@ from PIL import Image
 
 from memoria_cli.client import Api, Endpoint, resolve_endpoint
 from memoria_cli.errors import ServerError
-from tests.conftest import run_memoria
+from tests.conftest import run_memoria, wav_bytes
 
 slow = pytest.mark.slow
-
-
-def wav_bytes(seconds: float = 1.5, rate: int = 16000) -> bytes:
-    t = np.arange(int(seconds * rate)) / rate
-    pcm = (0.2 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
-    import io
-
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
 
 
 def in_a_terminal(args: list[str], stdin: bytes = b"", timeout: float = 120) -> str:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-import wave
 
 import numpy as np
 import openai
 import pytest
 from PIL import Image
 
-from tests.conftest import run_memoria
+from tests.conftest import run_memoria, wav_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -72,16 +71,7 @@ def test_ocr_style_chat_with_base64_image(client):
 
 
 def test_transcription(client):
-    sr = 16000
-    t = np.arange(2 * sr) / sr
-    pcm = (0.2 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sr)
-        w.writeframes(pcm.tobytes())
-    r = client.audio.transcriptions.create(model="tiny-whisper", file=("speech.wav", buf.getvalue(), "audio/wav"),
+    r = client.audio.transcriptions.create(model="tiny-whisper", file=("speech.wav", wav_bytes(2.0), "audio/wav"),
                                            language="en")
     assert isinstance(r.text, str)
 

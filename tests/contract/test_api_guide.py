@@ -10,32 +10,22 @@ import asyncio
 import io
 import json
 import re
-import wave
 
 import numpy as np
 import pytest
 from openai import APIConnectionError, APIError, AsyncOpenAI, OpenAI
 from pydantic import BaseModel
 
+from tests.conftest import wav_bytes
+
 pytestmark = pytest.mark.slow
 EMBED, CHAT, OCR, WHISPER = "tiny-embed", "tiny-chat", "tiny-vl", "tiny-whisper"
+SPEECH = wav_bytes(2.0, freq=300)  # 2 s of audio: SRT/VTT cues must end at 2.000
 
 
 @pytest.fixture(scope="module")
 def client(tiny_stack):
     return OpenAI(base_url=tiny_stack["url"], api_key="not-needed")
-
-
-def speech(seconds: float = 2.0) -> bytes:
-    rate = 16000
-    t = np.arange(int(seconds * rate)) / rate
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((0.2 * np.sin(2 * np.pi * 300 * t) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------------------- models
@@ -207,15 +197,15 @@ def test_ocr_chat_with_image_url(client):
 
 
 def test_transcription_json_default_and_language(client):
-    r = client.audio.transcriptions.create(model=WHISPER, file=("speech.wav", speech(), "audio/wav"))
+    r = client.audio.transcriptions.create(model=WHISPER, file=("speech.wav", SPEECH, "audio/wav"))
     assert isinstance(r.text, str)
-    r = client.audio.transcriptions.create(model=WHISPER, file=("speech.wav", speech(), "audio/wav"), language="en",
-                                           temperature=0.0, response_format="json")
+    r = client.audio.transcriptions.create(model=WHISPER, file=("speech.wav", SPEECH, "audio/wav"),
+                                           language="en", temperature=0.0, response_format="json")
     assert isinstance(r.text, str)
 
 
 def test_transcription_text_srt_vtt_are_what_openai_returns(client):
-    audio = ("speech.wav", speech(2.0), "audio/wav")
+    audio = ("speech.wav", SPEECH, "audio/wav")
     text = client.audio.transcriptions.create(model=WHISPER, file=audio, language="en", response_format="text")
     assert isinstance(text, str) and not text.lstrip().startswith("{")
     srt = client.audio.transcriptions.create(model=WHISPER, file=audio, language="en", response_format="srt")
@@ -225,7 +215,7 @@ def test_transcription_text_srt_vtt_are_what_openai_returns(client):
 
 
 def test_transcription_verbose_json(client):
-    r = client.audio.transcriptions.create(model=WHISPER, file=("speech.wav", speech(), "audio/wav"),
+    r = client.audio.transcriptions.create(model=WHISPER, file=("speech.wav", SPEECH, "audio/wav"),
                                            language="en", response_format="verbose_json")
     assert isinstance(r.text, str) and r.language and r.duration == pytest.approx(2.0, abs=0.05)
 
