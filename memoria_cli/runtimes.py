@@ -105,8 +105,26 @@ def _venv(path: Path, say: Callable[[str], None]) -> Path:
     return py
 
 
+STAMP = ".memoria-setup"
+
+
+def _done(venv: Path, wanted: list[str]) -> bool:
+    """Set up before with exactly these requirements? (pip would otherwise reinstall what the CPU fixes removed)."""
+    try:
+        return (venv / STAMP).read_text().split() == wanted
+    except OSError:
+        return False
+
+
 def setup_vllm(rt: Runtimes, engine: str, say: Callable[[str], None]) -> None:
-    py = _venv(rt.root / "vllm", say)
+    venv = rt.root / "vllm"
+    wanted = [*vllm_requirements(engine), f"engine={engine}"]
+    py = _venv(venv, say)
+    if _done(venv, wanted):
+        say("vLLM runtime already set up")
+        _run([str(py), "-c", "import vllm, torch, transformers"], say)
+        return
+    (venv / STAMP).unlink(missing_ok=True)
     _run([str(py), "-m", "pip", "install", "-q", *vllm_requirements(engine)], say)
     if engine == "cpu":
         _run([str(py), "-m", "pip", "uninstall", "-q", "-y", "torchaudio", "torchcodec", "triton"], say)
@@ -116,13 +134,20 @@ def setup_vllm(rt: Runtimes, engine: str, say: Callable[[str], None]) -> None:
             say(change)
     _run([str(py), "-c", "import vllm, torch, transformers; print('vllm', vllm.__version__)"], say)
     _run([str(rt.root / "vllm" / "bin" / "vllm"), "--version"], say)
+    (venv / STAMP).write_text("\n".join(wanted) + "\n")
 
 
 def setup_litellm(rt: Runtimes, say: Callable[[str], None]) -> None:
-    py = _venv(rt.root / "litellm", say)
+    venv = rt.root / "litellm"
+    wanted = [LITELLM_PIN, *LITELLM_EXTRAS]
+    py = _venv(venv, say)
+    if _done(venv, wanted):
+        say("LiteLLM runtime already set up")
+        return
     _run([str(py), "-m", "pip", "install", "-q", LITELLM_PIN, *LITELLM_EXTRAS], say)
     version = subprocess.check_output(
         [str(py), "-c", "import importlib.metadata as m; print(m.version('litellm'))"], text=True).strip()
     if FORBIDDEN_LITELLM.match(version):
         raise RuntimeMissing(f"LiteLLM {version} is a compromised or withdrawn release",
                              f"remove {rt.root / 'litellm'} and run `memoria setup` again")
+    (venv / STAMP).write_text("\n".join(wanted) + "\n")
