@@ -15,8 +15,6 @@ from memoria_cli.errors import InputError
 
 BOMB_PIXELS = 89_478_485  # Pillow's own default limit: refuse larger images outright
 SEND_PIXELS = 4_194_304  # 2048 x 2048: larger images are downscaled before sending
-UPLOAD_CAP = 25 * 1024 * 1024  # the OpenAI API's (and vLLM's default) transcription upload limit
-AUDIO_EXT = {"mp3", "mp4", "mpeg", "mpga", "m4a", "wav", "webm", "flac", "ogg", "oga", "opus"}
 
 
 def read_file(path: str | Path) -> bytes:
@@ -132,32 +130,3 @@ def _no_pages(data: bytes) -> bool:
     """A /Type /Pages dictionary with /Count 0, whatever its key order."""
     return any(re.search(rb"/Type\s*/Pages\b", d) and re.search(rb"/Count\s*0\b", d)
                for d in re.findall(rb"<<([^<>]*)>>", data))
-
-
-def audio_kind(data: bytes) -> str | None:
-    """The container from its first bytes: what the server's decoder accepts, or None."""
-    head = data[:16]
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return "wav"
-    if head[:4] == b"fLaC":
-        return "flac"
-    if head[:4] == b"OggS":
-        return "ogg"
-    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
-        return "mp3"
-    if head[4:8] == b"ftyp":
-        return "mp4"
-    if head[:4] == b"\x1a\x45\xdf\xa3":
-        return "webm"
-    return None
-
-
-def check_audio(data: bytes, name: str) -> str:
-    kind = audio_kind(data)
-    if kind is None:
-        raise InputError(f"{name} is not audio the server can decode",
-                         "use MP3, MP4/M4A, WAV, WebM, FLAC or OGG (convert with e.g. `ffmpeg -i IN out.wav`)")
-    if len(data) > UPLOAD_CAP:
-        raise InputError(f"{name} is {len(data) / 2**20:.0f} MiB, over the {UPLOAD_CAP // 2**20} MiB upload limit",
-                         "split it into shorter files (e.g. `ffmpeg -i IN -f segment -segment_time 600 part%03d.mp3`)")
-    return kind

@@ -249,6 +249,7 @@ def bad_inputs(tmp: os.PathLike) -> list[tuple[list[str], str]]:
         (["ocr", str(bomb)], "decompression bomb"),
         (["ocr", str(tmp / "nopages.pdf")], "no pages"),
         (["transcribe", str(tmp / "noise.mp3")], "not audio"),
+        (["transcribe", str(tmp / "good.png")], "no audio track"),
         (["embed", "-i", str(tmp / "notes.txt")], "not UTF-8"),
         (["embed", "-i", str(tmp / "empty.txt")], "nothing to embed"),
         (["embed", "ok", ""], "argument 2 is empty"),
@@ -306,3 +307,31 @@ def test_endpoint_resolution_order():
     assert resolve_endpoint(None, None, {}, state).base_url == "http://127.0.0.1:9999/v1"
     assert resolve_endpoint(None, None, {}, None).base_url == "http://127.0.0.1:8200/v1"
     assert resolve_endpoint(None, None, {"OPENAI_API_KEY": "k1", "MEMORIA_API_KEY": "k2"}, None).api_key == "k2"
+
+
+@slow
+def test_long_audio_goes_in_pieces_and_is_stitched(tiny_stack, tmp_path):
+    f = tmp_path / "long.wav"
+    f.write_bytes(wav_bytes(6.0, rate=44100))  # 6 s; over a 0.05 MiB limit it needs 4 pieces at 16 kHz mono
+    r = run_memoria("transcribe", str(f), "-l", "en", "--format", "srt", "--max-upload-mb", "0.05")
+    assert r.returncode == 0, r.stderr
+    cues = [b.split("\n") for b in r.stdout.strip().split("\n\n")]
+    starts = [c[1].split(" --> ")[0] for c in cues]
+    assert [c[0] for c in cues] == [str(i) for i in range(1, len(cues) + 1)] and len(cues) >= 3
+    assert starts == sorted(starts) and starts[0] == "00:00:00,000"
+    assert cues[-1][1].endswith("--> 00:00:06,000")
+    r = run_memoria("transcribe", str(f), "--format", "json", "--max-upload-mb", "0.05")
+    assert r.returncode == 0 and "text" in json.loads(r.stdout)
+
+
+@slow
+def test_audio_the_server_may_not_decode_is_converted(tiny_stack, tmp_path):
+    if not shutil.which("sox"):
+        pytest.fail("sox is needed to make AIFF (scripts/test.sh installs it)")
+    f = tmp_path / "a.wav"
+    f.write_bytes(wav_bytes(1.0))
+    g = tmp_path / "a.aiff"
+    subprocess.run(["sox", str(f), str(g)], check=True)
+    r = run_memoria("transcribe", str(g), "-l", "en", "--format", "vtt")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n")

@@ -24,29 +24,59 @@ def transcribe_cmd(
     temperature: float = typer.Option(None, "--temperature", help="0 = most consistent."),
     fmt: str = typer.Option("text", "--format", "-f", help="text, json, verbose_json, srt or vtt."),
     output: Path = typer.Option(None, "--output", "-o", help="Write here instead of stdout."),
+    max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", help="The server's upload limit: larger files "
+                                        "are converted to 16 kHz mono and sent in pieces."),
     base_url: str = BASE_URL, api_key: str = API_KEY, timeout: float = TIMEOUT,
 ) -> None:
-    """Transcribe an audio file with the transcription model.
+    """Transcribe an audio file with the transcription model (any length: long files go in pieces).
 
     Example: `memoria transcribe speech.mp3 -l en --format srt -o speech.srt`.
     """
+    from memoria_cli import audio
     from memoria_cli.commands.client_options import connect
     from memoria_cli.errors import InputError
-    from memoria_cli.inputs import check_audio, read_file
+    from memoria_cli.inputs import read_file
 
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     if output is not None and output.exists():
         raise InputError(f"{output} exists", "choose another name or remove it first")
     data = read_file(file)
-    check_audio(data, str(file))
+    sends = audio.prepare(data, str(file), int(max_upload_mb * 2**20))
     api, model = connect("transcription", model, base_url, api_key, timeout)
     fields = {"model": model, "response_format": fmt}
     if language:
         fields["language"] = language
     if temperature is not None:
         fields["temperature"] = str(temperature)
-    resp = api.transcribe(file.name, data, fields)
+    if len(sends) > 1 or sends[0][2] is not data:
+        text = _in_pieces(api, sends, fields, fmt, audio.probe(data, str(file)).duration)
+    else:
+        text = _whole(api, file.name, data, fields, fmt)
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
+def _in_pieces(api, sends, fields, fmt: str, duration: float) -> str:
+    from rich.progress import Progress
+
+    from memoria_cli.audio import stitch
+    from memoria_cli.console import err
+
+    parts = []
+    with Progress(console=err(), transient=True) as bar:
+        task = bar.add_task(f"transcribing {len(sends)} piece(s)", total=len(sends))
+        for offset, name, chunk in sends:
+            resp = api.transcribe(name, chunk, {**fields, "response_format": "json"})
+            parts.append((offset, json.loads(resp.text)))
+            bar.advance(task)
+    return stitch(fmt, parts, duration)
+
+
+def _whole(api, name: str, data: bytes, fields, fmt: str) -> str:
+    resp = api.transcribe(name, data, fields)
     text = resp.text
     if fmt in ("text", "srt", "vtt") and resp.headers.get("content-type", "").startswith("application/json"):
         # a server that answers JSON where OpenAI answers text (plain vLLM does): render it here
@@ -55,7 +85,4 @@ def transcribe_cmd(
         text = render(fmt, json.loads(text), wav_duration(data))
     elif fmt in ("json", "verbose_json"):
         text = json.dumps(json.loads(text), ensure_ascii=False, indent=2) + "\n"
-    if output is not None:
-        output.write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
+    return text
