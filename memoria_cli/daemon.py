@@ -222,7 +222,7 @@ def request_restart(home: Home, name: str) -> None:
 
 
 def policy_for(profile: Profile) -> Policy:
-    return Policy(startup_timeout=profile.startup_timeout)
+    return Policy(startup_timeout=profile.startup_timeout, **profile.supervision.model_dump())
 
 
 def supervise(stack: Stack, on_tick: Callable[[Supervisor, str], None] | None = None,
@@ -241,8 +241,8 @@ def supervise(stack: Stack, on_tick: Callable[[Supervisor, str], None] | None = 
     dirty = True
 
     def changed(p: Proc) -> None:
-        nonlocal dirty
-        dirty = True
+        """Written at once: a stop that follows may block the loop for its grace period."""
+        write_state(stack.home.state_file, snapshot(stack, sup, phase, started))
 
     extra = {PROXY: stack.proxy_env}
     sup = Supervisor(stack.workers, stack.proxy, RealSpawner(extra), HttpProber(), time.monotonic,

@@ -85,12 +85,27 @@ class ProxySettings(Strict):
     workers: int = Field(default=1, gt=0)
 
 
+class Supervision(Strict):
+    """Restart policy (DESIGN §5); the defaults are the design's."""
+
+    live_interval: float = Field(default=10.0, gt=0, description="seconds between liveness checks")
+    live_misses: int = Field(default=3, gt=0, description="missed checks before a restart")
+    backoff_base: float = Field(default=2.0, gt=0)
+    backoff_cap: float = Field(default=120.0, gt=0)
+    reset_after: float = Field(default=600.0, gt=0, description="ready this long: backoff starts over")
+    max_failed_starts: int = Field(default=3, gt=0, description="failed starts in a row before FATAL")
+    max_crashes: int = Field(default=5, gt=0, description="more crashes than this in crash_window: FATAL")
+    crash_window: float = Field(default=1800.0, gt=0)
+    grace: float = Field(default=15.0, gt=0, description="seconds between SIGTERM and SIGKILL")
+
+
 class Profile(Strict):
     name: str = ""
     description: str = ""
     proxy: ProxySettings = ProxySettings()
     worker_port_base: int = Field(default=8301, gt=0, lt=65000)
     startup_timeout: float = Field(default=900.0, gt=0, description="seconds a worker may take to be ready")
+    supervision: Supervision = Supervision()
     models: list[ModelEntry] = Field(min_length=1)
     source: Path | None = Field(default=None, exclude=True)
 

@@ -169,9 +169,10 @@ class Supervisor:
         rc = p.handle.poll()
         if rc is not None:
             self._failed_start(p, now, f"exited with code {rc} before it was ready")
+            self.spawner.stop([p.handle], 0)  # what its dead leader left (vLLM's engine core): no grace needed
         elif now - p.started_at > self.policy.startup_timeout:
-            self.spawner.stop([p.handle], self.policy.grace)
             self._failed_start(p, now, f"not ready after {self.policy.startup_timeout:.0f} s")
+            self.spawner.stop([p.handle], self.policy.grace)
         elif self.prober.ready(p.spec):
             p.ready_at = p.last_live = now
             p.failed_starts, p.ever_ready = 0, True
@@ -194,6 +195,7 @@ class Supervisor:
         rc = p.handle.poll()
         if rc is not None:
             self._crashed(p, now, f"exited with code {rc}")
+            self.spawner.stop([p.handle], 0)  # what its dead leader left (vLLM's engine core): no grace needed
             return
         if now - p.last_live < self.policy.live_interval:
             return
@@ -207,8 +209,8 @@ class Supervisor:
         if p.misses < self.policy.live_misses:
             self._set(p, S.UNHEALTHY, f"{p.misses} missed health check(s)")
             return
+        self._crashed(p, now, f"{p.misses} missed health checks: restarted")  # said first: stopping takes a while
         self.spawner.stop([p.handle], self.policy.grace)
-        self._crashed(p, now, f"{p.misses} missed health checks: restarted")
 
     def _crashed(self, p: Proc, now: float, what: str) -> None:
         p.crashes = [t for t in p.crashes if now - t < self.policy.crash_window] + [now]

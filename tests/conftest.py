@@ -101,6 +101,7 @@ def write_profile(path: Path, models: list[dict], port_base: int | None = None, 
 def standin_profile(tmp_path, standin):
     """Two stand-in workers (a folder each, with a config.json so the planner can size them)."""
     def make(env_a: dict | None = None, env_b: dict | None = None, **extra) -> Path:
+        """Two stand-in workers, alpha and beta, with these environments; `extra` goes into the profile."""
         models = []
         for name, env in (("alpha", env_a), ("beta", env_b)):
             folder = tmp_path / "models" / name

@@ -4,6 +4,7 @@ It speaks just enough: GET /health, /health/readiness, /health/liveliness (200) 
 --served-model-name). Told by its environment to misbehave:
   STANDIN_START_DELAY=s     wait s seconds before listening
   STANDIN_FAIL_AT_START=1   print STANDIN_FAIL_MESSAGE (if any) and exit 1 before listening
+  STANDIN_FAIL_WHILE_FILE=f the same, as long as file f exists
   STANDIN_CRASH_AFTER=s     exit 3 s seconds after it started listening
   STANDIN_IGNORE_TERM=1     ignore SIGTERM (only SIGKILL ends it)
   STANDIN_GRANDCHILD=1      start a child that sleeps forever, as vLLM's engine core outlives its parent
@@ -31,7 +32,7 @@ def main() -> None:
     port = int(arg("--port", "0"))
     name = arg("--served-model-name", "proxy")
     env = os.environ
-    print(f"standin {name} starting on {port} pid {os.getpid()}", flush=True)
+    print(f"standin {name} starting on {port} pid {os.getpid()} at {time.time():.3f}", flush=True)
     if env.get("STANDIN_IGNORE_TERM"):
         signal.signal(signal.SIGTERM, lambda *a: print("standin: ignoring SIGTERM", flush=True))
     else:
@@ -40,7 +41,8 @@ def main() -> None:
         subprocess.Popen([sys.executable, "-c", "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
                           "while True: time.sleep(1)"])
     time.sleep(float(env.get("STANDIN_START_DELAY", "0")))
-    if env.get("STANDIN_FAIL_AT_START"):
+    fail_file = env.get("STANDIN_FAIL_WHILE_FILE")
+    if env.get("STANDIN_FAIL_AT_START") or (fail_file and os.path.exists(fail_file)):
         print(env.get("STANDIN_FAIL_MESSAGE", "standin: failing at start"), flush=True)
         sys.exit(1)
 
