@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-COMMANDS = ["up", "down", "status", "logs", "restart", "plan", "gpus", "profiles", "setup"]
+COMMANDS = ["up", "down", "status", "logs", "restart", "plan", "pull", "gpus", "profiles", "setup",
+            "models", "chat", "embed", "ocr", "transcribe"]
 
 
 def test_root_help_lists_commands(memoria):

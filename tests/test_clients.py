@@ -240,6 +240,7 @@ def bad_inputs(tmp: os.PathLike) -> list[tuple[list[str], str]]:
     (tmp / "empty.txt").write_text("\n")
     return [
         (["ocr", str(tmp / "missing.png")], "file not found"),
+        (["ocr", "/proc/self/mem"], "cannot read"),  # unreadable (root reads any mode: this one fails with EIO)
         (["ocr", str(tmp)], "is a folder"),
         (["ocr", str(tmp / "empty.png")], "is empty"),
         (["ocr", str(tmp / "corrupt.png")], "not an image"),

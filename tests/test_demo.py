@@ -128,3 +128,21 @@ def test_pull_is_idempotent(demo):
     r = run_memoria("pull", "-p", "demo", env=demo["env"])
     assert r.returncode == 0 and "all models of demo are in the store" in r.stderr
     assert psutil.Process().is_running()
+
+
+def test_client_commands_give_real_answers(demo):
+    env = demo["env"]
+    r = run_memoria("chat", "What is the capital of France?", "--temperature", "0", env=env)
+    assert r.returncode == 0 and "paris" in r.stdout.lower(), r.stderr
+    wav = demo["tmp"] / "fox.wav"
+    subprocess.run(["espeak-ng", "-s", "150", "-w", str(wav), SENTENCES[0]], check=True)
+    r = run_memoria("transcribe", str(wav), "-l", "en", env=env)
+    assert r.returncode == 0 and wer(SENTENCES[0], r.stdout) <= 0.3, (r.stdout, r.stderr)
+    r = run_memoria("embed", "What are the benefits of renewable energy?", "Renewable energy reduces carbon emissions",
+                    "The cat sat on the mat", env=env)
+    q, good, bad = (np.array(json.loads(line)["embedding"]) for line in r.stdout.splitlines())
+
+    def cos(a, b):
+        return a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+
+    assert cos(q, good) > cos(q, bad) + 0.3

@@ -1,0 +1,56 @@
+"""Shared by the bench scripts: a running stack to measure against, and A/B interleaving."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def memoria(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "memoria_cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def tiny_stack(home: Path, port_base: int = 23301):
+    """Start the tiny profile (all four kinds) in `home`; returns (proxy URL, {worker: direct URL}, env)."""
+    from tests.conftest import build_tiny_models, tiny_models_profile
+
+    models = build_tiny_models()
+    home.mkdir(parents=True, exist_ok=True)
+    profile = tiny_models_profile(home / "bench.yaml", models, port_base)
+    env = {"MEMORIA_HOME": str(home)}
+    r = memoria("up", "-d", "-p", str(profile), env=env)
+    if r.returncode != 0:
+        raise SystemExit(r.stderr)
+    state = json.loads(memoria("status", "--json", env=env).stdout)
+    direct = {n: f"http://127.0.0.1:{p['port']}/v1" for n, p in state["processes"].items() if n != "proxy"}
+    return state["url"], direct, env
+
+
+def interleave(rounds: int, a, b) -> tuple[list[float], list[float]]:
+    """Run a() and b() alternately `rounds` times (noise hits both alike); their results as two lists."""
+    ra, rb = [], []
+    for i in range(rounds):
+        first, second = (a, b) if i % 2 == 0 else (b, a)
+        x, y = first(), second()
+        (ra, rb)[0 if first is a else 1].append(x)
+        (ra, rb)[1 if first is a else 0].append(y)
+    return ra, rb
+
+
+def median(xs: list[float]) -> float:
+    s = sorted(xs)
+    return s[len(s) // 2]
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
