@@ -28,7 +28,7 @@ from memoria_cli.proxy_config import auth_env, render, write_config
 from memoria_cli.runtimes import Runtimes
 from memoria_cli.state import read_state, supervisor_alive, write_state
 from memoria_cli.supervisor import Policy, Proc, Supervisor
-from memoria_cli.worker_spec import PROXY, ProcessSpec, proxy_spec, worker_spec
+from memoria_cli.worker_spec import PROXY, ProcessSpec, proxy_spec, specs_for
 
 
 @dataclass
@@ -60,8 +60,7 @@ def prepare(home: Home, profile_name: str, gpus: str | None = None) -> Stack:
     inv, the_plan = make_plan(profile, gpus)
     vllm, litellm = Runtimes(home.runtimes).require()
     auth, env = auth_env(profile.proxy.host)
-    specs = [worker_spec(w, profile.model(w.name), vllm, home.log_for(w.name), home.marker, home.cache)
-             for w in the_plan.workers]
+    specs = specs_for(the_plan, profile, vllm, home)
     proxy = proxy_spec(the_plan, litellm, home.proxy_config, home.log_for(PROXY), home.marker,
                        profile.proxy.workers)
     return Stack(home=home, profile=profile, inventory=inv, plan=the_plan, workers=specs, proxy=proxy,
@@ -87,12 +86,9 @@ def acquire_lock(home: Home) -> int:
     return fd
 
 
-def lock_is_free(home: Home) -> bool:
-    try:
-        release_lock(acquire_lock(home))
-        return True
-    except PreflightError:
-        return False
+def refuse_if_running(home: Home) -> None:
+    """The "already running" error now, before a detached start, rather than from the child."""
+    release_lock(acquire_lock(home))
 
 
 def release_lock(fd: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from memoria_cli.home import Home
 from memoria_cli.planner import Plan, WorkerPlan
 from memoria_cli.profile import ModelEntry, Profile
 
@@ -107,8 +108,9 @@ def proxy_spec(plan: Plan, litellm_exe: str, config: Path, log: Path, marker: st
                        log=log)
 
 
-def specs_for(plan: Plan, profile: Profile, vllm_exe: str, log_for, marker: str, cache_dir: Path) -> list[ProcessSpec]:
-    return [worker_spec(w, profile.model(w.name), vllm_exe, log_for(w.name), marker, cache_dir)
+def specs_for(plan: Plan, profile: Profile, vllm_exe: str, home: Home) -> list[ProcessSpec]:
+    """Every worker's spec, logging and caching under `home`."""
+    return [worker_spec(w, profile.model(w.name), vllm_exe, home.log_for(w.name), home.marker, home.cache)
             for w in plan.workers]
 
 

@@ -29,13 +29,12 @@ def plan_cmd(
     from memoria_cli.profile import load_profile
     from memoria_cli.runtimes import Runtimes
     from memoria_cli.views import plan_table
-    from memoria_cli.worker_spec import render_argv, worker_spec
+    from memoria_cli.worker_spec import render_argv, specs_for
 
     prof = load_profile(profile)
     inv, the_plan = make_plan(prof, gpus)
     home = Home.from_env()
-    specs = [worker_spec(w, prof.model(w.name), str(Runtimes(home.runtimes).vllm), home.log_for(w.name),
-                         home.marker, home.cache) for w in the_plan.workers]
+    specs = specs_for(the_plan, prof, str(Runtimes(home.runtimes).vllm), home)
     if as_json:
         data = the_plan.to_dict()
         data["inventory"] = inv.to_dict()

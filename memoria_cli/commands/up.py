@@ -28,19 +28,14 @@ def up_cmd(
     Example: `memoria up -d --profile demo`, then `memoria status`.
     """
     from memoria_cli.commands.pull import pull_missing
-    from memoria_cli.daemon import lock_is_free, preflight, prepare
-    from memoria_cli.errors import PreflightError
+    from memoria_cli.daemon import preflight, prepare, refuse_if_running
     from memoria_cli.home import Home
     from memoria_cli.profile import load_profile
 
     home = Home.from_env()
     pull_missing(load_profile(profile))  # models from the store first: the plan reads their config.json
     stack = prepare(home, profile)  # plan, runtimes, auth: fails before anything starts
-    if not lock_is_free(home):
-        from memoria_cli.daemon import acquire_lock
-
-        acquire_lock(home)  # raises the "already running" error with the holder's pid
-        raise PreflightError("memoria is already running")
+    refuse_if_running(home)
     if detach:
         for note in preflight(stack):
             _say(f"memoria: {note}")
