@@ -35,6 +35,30 @@ def wav_bytes(seconds: float = 1.5, rate: int = 16000, freq: float = 440.0) -> b
     return buf.getvalue()
 
 
+def wait_for(pred, timeout: float = 30.0, step: float = 0.2):
+    """Poll `pred` until it returns something true (which is returned), or fail after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def sox_converted(wav: Path, ext: str) -> Path:
+    """`wav` converted by sox to another container (FLAC, OGG, AIFF ...), for the audio format tests."""
+    import shutil
+
+    if not shutil.which("sox"):
+        pytest.fail("sox is needed to make test audio (scripts/test.sh installs it)")
+    out = wav.with_suffix(f".{ext}")
+    subprocess.run(["sox", str(wav), str(out)], check=True)
+    return out
+
+
 def free_ports(n: int) -> int:
     """A base port with `n` consecutive free ports above it (and the one below for a proxy)."""
     for base in range(21000, 40000, 97):

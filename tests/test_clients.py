@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import shutil
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ from PIL import Image
 
 from memoria_cli.client import Api, Endpoint, resolve_endpoint
 from memoria_cli.errors import ServerError
-from tests.conftest import run_memoria, wav_bytes
+from tests.conftest import run_memoria, sox_converted, wav_bytes
 
 slow = pytest.mark.slow
 
@@ -189,14 +188,10 @@ def test_transcribe_formats(tiny_stack, tmp_path, fmt):
 
 @slow
 def test_transcribe_flac_and_ogg(tiny_stack, tmp_path):
-    if not shutil.which("sox"):
-        pytest.fail("sox is needed to make FLAC/OGG (scripts/test.sh installs it)")
     f = tmp_path / "a.wav"
     f.write_bytes(wav_bytes(1.0))
     for ext in ("flac", "ogg"):
-        g = tmp_path / f"a.{ext}"
-        subprocess.run(["sox", str(f), str(g)], check=True)
-        r = run_memoria("transcribe", str(g), "-l", "en")
+        r = run_memoria("transcribe", str(sox_converted(f, ext)), "-l", "en")
         assert r.returncode == 0, (ext, r.stderr)
 
 
@@ -327,12 +322,8 @@ def test_long_audio_goes_in_pieces_and_is_stitched(tiny_stack, tmp_path):
 
 @slow
 def test_audio_the_server_may_not_decode_is_converted(tiny_stack, tmp_path):
-    if not shutil.which("sox"):
-        pytest.fail("sox is needed to make AIFF (scripts/test.sh installs it)")
     f = tmp_path / "a.wav"
     f.write_bytes(wav_bytes(1.0))
-    g = tmp_path / "a.aiff"
-    subprocess.run(["sox", str(f), str(g)], check=True)
-    r = run_memoria("transcribe", str(g), "-l", "en", "--format", "vtt")
+    r = run_memoria("transcribe", str(sox_converted(f, "aiff")), "-l", "en", "--format", "vtt")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n")

@@ -15,21 +15,12 @@ import psutil
 
 from memoria_cli.home import Home
 from memoria_cli.processes import marked
+from tests.conftest import wait_for
 
 
 def status(memoria) -> dict:
     r = memoria("status", "--json")
     return json.loads(r.stdout)
-
-
-def wait_for(pred, timeout=30.0, step=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
 
 
 def test_up_status_down_leaves_nothing(home, memoria, standin_profile):

@@ -24,6 +24,7 @@ from memoria_cli.home import Home
 from memoria_cli.processes import marked
 from memoria_cli.state import read_state
 from tests.conftest import DEFAULT_RUNTIMES, build_tiny_models, free_ports, run_memoria, write_profile
+from tests.conftest import wait_for as wait
 
 pytestmark = pytest.mark.slow
 FIGURES: dict[str, object] = {}
@@ -62,16 +63,6 @@ def stack(tmp_path_factory):
 def procs(stack) -> dict:
     state, _ = read_state(stack["home"] / "state.json")
     return (state or {}).get("processes", {})
-
-
-def wait(pred, timeout: float, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError(f"not within {timeout} s")
 
 
 class Load:
