@@ -234,9 +234,8 @@ def supervise(stack: Stack, on_tick: Callable[[Supervisor, str], None] | None = 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     started = time.time()
     phase = "starting"
-    dirty = True
 
-    def changed(p: Proc) -> None:
+    def changed(p: Proc | None = None) -> None:
         """Written at once: a stop that follows may block the loop for its grace period."""
         write_state(stack.home.state_file, snapshot(stack, sup, phase, started))
 
@@ -258,10 +257,8 @@ def supervise(stack: Stack, on_tick: Callable[[Supervisor, str], None] | None = 
                 if failure:
                     break
                 if sup.all_ready():
-                    phase, dirty = "running", True
-            if dirty:
-                write_state(stack.home.state_file, snapshot(stack, sup, phase, started))
-                dirty = False
+                    phase = "running"
+                    changed()
             if on_tick:
                 on_tick(sup, phase)
             time.sleep(poll)

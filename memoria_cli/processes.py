@@ -82,7 +82,7 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def stop_groups(children: list[Child], grace: float, reap=None) -> None:
+def stop_groups(children: list[Child], grace: float) -> None:
     """SIGTERM every group, wait up to `grace` for all to end, then SIGKILL what is left."""
     for c in children:
         _signal_group(c.pid, signal.SIGTERM)

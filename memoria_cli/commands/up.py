@@ -37,17 +37,13 @@ def up_cmd(
     stack = prepare(home, profile)  # plan, runtimes, auth: fails before anything starts
     refuse_if_running(home)
     if detach:
+        from memoria_cli.console import say
+
         for note in preflight(stack):
-            _say(f"memoria: {note}")
+            say(f"memoria: {note}")
         _detached(home, stack)
     else:
         _foreground(stack)
-
-
-def _say(msg: str) -> None:
-    from memoria_cli.console import say
-
-    say(msg)
 
 
 def _foreground(stack) -> None:
