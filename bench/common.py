@@ -25,7 +25,9 @@ def tiny_stack(home: Path, port_base: int = 23301):
     models = build_tiny_models()
     home.mkdir(parents=True, exist_ok=True)
     profile = tiny_models_profile(home / "bench.yaml", models, port_base)
-    env = {"MEMORIA_HOME": str(home)}
+    from memoria_cli.home import Home
+
+    env = {"MEMORIA_HOME": str(home), "MEMORIA_RUNTIMES": str(Home.from_env().runtimes)}  # the set-up runtimes
     r = memoria("up", "-d", "-p", str(profile), env=env)
     if r.returncode != 0:
         raise SystemExit(r.stderr)
@@ -34,15 +36,15 @@ def tiny_stack(home: Path, port_base: int = 23301):
     return state["url"], direct, env
 
 
-def interleave(rounds: int, a, b) -> tuple[list[float], list[float]]:
-    """Run a() and b() alternately `rounds` times (noise hits both alike); their results as two lists."""
-    ra, rb = [], []
+def interleave(rounds: int, *arms):
+    """Run each arm once per round, the order rotated every round (noise hits all alike); their results, one
+    list per arm."""
+    results: list[list] = [[] for _ in arms]
     for i in range(rounds):
-        first, second = (a, b) if i % 2 == 0 else (b, a)
-        x, y = first(), second()
-        (ra, rb)[0 if first is a else 1].append(x)
-        (ra, rb)[1 if first is a else 0].append(y)
-    return ra, rb
+        for k in range(len(arms)):
+            j = (i + k) % len(arms)
+            results[j].append(arms[j]())
+    return results
 
 
 def median(xs: list[float]) -> float:

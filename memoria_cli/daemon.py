@@ -61,8 +61,7 @@ def prepare(home: Home, profile_name: str, gpus: str | None = None) -> Stack:
     vllm, litellm = Runtimes(home.runtimes).require()
     auth, env = auth_env(profile.proxy.host)
     specs = specs_for(the_plan, profile, vllm, home)
-    proxy = proxy_spec(the_plan, litellm, home.proxy_config, home.log_for(PROXY), home.marker,
-                       profile.proxy.workers)
+    proxy = proxy_spec(the_plan, litellm, home.proxy_config, home.log_for(PROXY), home.marker)
     return Stack(home=home, profile=profile, inventory=inv, plan=the_plan, workers=specs, proxy=proxy,
                  proxy_config=render(the_plan, profile, auth), auth=auth, proxy_env=env)
 

@@ -51,6 +51,7 @@ class Cpu:
 class Inventory:
     gpus: tuple[Gpu, ...] = ()
     cpu: Cpu | None = None
+    cores: int = 1  # host CPU cores, for sizing the proxy
     source: str = "probe"
     notes: tuple[str, ...] = field(default=())
 
@@ -111,11 +112,12 @@ def describe(spec: str) -> Inventory:
     if count < 1 or total <= 0:
         raise InputError(f"GPU description {spec!r} describes no memory")
     gpus = tuple(Gpu(index=i, name=name, total=total, free=total, capability=cap) for i in range(count))
-    return Inventory(gpus=gpus, source=f"described: {spec}")
+    return Inventory(gpus=gpus, source=f"described: {spec}", cores=host_cores())
 
 
 def _from_json_file(path: Path) -> Inventory:
-    """[{"name": "L4", "total": "23034MiB", "free": "22000MiB", "capability": [8, 9]}, ...]"""
+    """[{"name": "L4", "total": "23034MiB", "free": "22000MiB", "capability": [8, 9]}, ...], or that list as
+    {"gpus": [...], "cores": 64} to describe the host's CPU cores too."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -137,7 +139,10 @@ def _from_json_file(path: Path) -> Inventory:
                             capability=(int(cap[0]), int(cap[1])), processes=procs))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise InputError(f"{path}: GPU {i} is malformed ({exc})", "each needs at least 'total'") from None
-    return Inventory(gpus=tuple(gpus), source=f"described: {path}")
+    cores = raw.get("cores") if isinstance(raw, dict) else None
+    if cores is not None and (not isinstance(cores, int) or cores < 1):
+        raise InputError(f"{path}: 'cores' must be a whole number above 0, not {cores!r}")
+    return Inventory(gpus=tuple(gpus), source=f"described: {path}", cores=cores or host_cores())
 
 
 def probe_gpus(nvml: Any = None) -> tuple[Gpu, ...]:
@@ -197,11 +202,15 @@ def probe_cpu() -> Cpu:
     import psutil
 
     vm = psutil.virtual_memory()
+    return Cpu(total=int(vm.total), available=int(vm.available), cores=host_cores(), name=_cpu_name())
+
+
+def host_cores() -> int:
+    """The cores this process may run on (a container's share, not the host's count)."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:
-        cores = os.cpu_count() or 1
-    return Cpu(total=int(vm.total), available=int(vm.available), cores=cores, name=_cpu_name())
+        return os.cpu_count() or 1
 
 
 def _cpu_name() -> str:
@@ -218,8 +227,9 @@ def probe(nvml: Any = None) -> Inventory:
     """The real machine: its GPUs, or the CPU when there are none (then memoria runs vLLM's CPU build)."""
     gpus = probe_gpus(nvml)
     if gpus:
-        return Inventory(gpus=gpus, source="nvml")
-    return Inventory(cpu=probe_cpu(), source="cpu", notes=("no NVIDIA GPU found: using the CPU engine",))
+        return Inventory(gpus=gpus, source="nvml", cores=host_cores())
+    cpu = probe_cpu()
+    return Inventory(cpu=cpu, source="cpu", cores=cpu.cores, notes=("no NVIDIA GPU found: using the CPU engine",))
 
 
 def inventory_for(spec: str | None) -> Inventory:
@@ -227,5 +237,6 @@ def inventory_for(spec: str | None) -> Inventory:
     if spec is None:
         return probe()
     if spec.strip().lower() == "cpu":
-        return Inventory(cpu=probe_cpu(), source="cpu")
+        cpu = probe_cpu()
+        return Inventory(cpu=cpu, source="cpu", cores=cpu.cores)
     return describe(spec)

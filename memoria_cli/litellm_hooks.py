@@ -7,6 +7,8 @@ json and notes what the client wanted; a wrapper on the proxy's own transcriptio
 JSON as plain text, SRT or WebVTT. Everything else passes through untouched.
 
 With a master key, `user_api_key_auth` (general_settings.custom_auth) answers a missing or wrong key with 401.
+In front of it all sits the fast path for embeddings and chat (`memoria_fastpath.py`, copied beside this file
+from memoria_cli/proxy_fastpath.py).
 
 The renderers are pure and also used by memoria's own client; this module imports LiteLLM only when LiteLLM
 is what loads it.
@@ -111,11 +113,16 @@ def wrap_route(inner: Any) -> Any:
     return app
 
 
-def install(app: Any) -> None:
-    """Put the wrapper in front of the app's whole middleware stack, for the transcription paths only.
+def install(app: Any, fast_path: Any = None) -> None:
+    """Put the transcription wrapper (its paths only) and, given, the fast path (`fast_path(inner)` -> ASGI app)
+    in front of the app's whole middleware stack. Once per app: LiteLLM loads this file once per setting
+    that names it.
 
     The ASGI layer, not the route table: FastAPI's included routers copy routes around, and LiteLLM loads
     callbacks during start-up, after the stack may have been built (then it is wrapped in place)."""
+    if getattr(app, "__memoria_installed__", False):
+        return
+    app.__memoria_installed__ = True
 
     def front(inner: Any) -> Any:
         wrapped = wrap_route(inner)
@@ -126,13 +133,27 @@ def install(app: Any) -> None:
             else:
                 await inner(scope, receive, send)
 
-        asgi.__memoria_front__ = True  # type: ignore[attr-defined]
-        return asgi
+        return asgi if fast_path is None else fast_path(asgi)
 
     build = app.build_middleware_stack
     app.build_middleware_stack = lambda: front(build())
-    if app.middleware_stack is not None and not getattr(app.middleware_stack, "__memoria_front__", False):
+    if app.middleware_stack is not None:
         app.middleware_stack = front(app.middleware_stack)
+
+
+def _sibling(name: str) -> Any:
+    """A module copied beside this file (LiteLLM loads this one by path, so its folder is not importable)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 try:  # loaded by the LiteLLM proxy
@@ -170,6 +191,16 @@ if CustomLogger is not None:
             return UserAPIKeyAuth(api_key=given, user_role=LitellmUserRoles.PROXY_ADMIN)
         raise ProxyException(message="Authentication Error: missing or wrong API key", type="auth_error",
                              param="api_key", code=401)
-    from litellm.proxy.proxy_server import app as _proxy_app
+    def _install() -> None:
+        import os
 
-    install(_proxy_app)
+        import litellm.proxy.proxy_server as proxy_server
+
+        fp = _sibling("memoria_fastpath")
+        fast = None
+        if fp.enabled():
+            key = os.environ.get("LITELLM_MASTER_KEY") or None
+            fast = lambda inner: fp.FastPath(inner, lambda: proxy_server.llm_router, key)  # noqa: E731
+        install(proxy_server.app, fast)
+
+    _install()

@@ -91,6 +91,8 @@ class Plan:
     proxy_host: str
     proxy_port: int
     notes: tuple[str, ...] = field(default=())
+    proxy_workers: int = 1
+    proxy_fast_path: bool = True
 
     def worker(self, name: str) -> WorkerPlan:
         return next(w for w in self.workers if w.name == name)
@@ -192,8 +194,22 @@ def plan(profile: Profile, inv: Inventory, facts: dict[str, Facts]) -> Plan:
     ports = {m.name: profile.worker_port_base + i for i, m in enumerate(profile.models)}
     if inv.engine == "cpu":
         assert inv.cpu is not None
-        return _plan_cpu(profile, inv.cpu, needs, ports)
-    return _plan_gpus(profile, inv.gpus, needs, ports)
+        the_plan = _plan_cpu(profile, inv.cpu, needs, ports)
+    else:
+        the_plan = _plan_gpus(profile, inv.gpus, needs, ports)
+    return replace(the_plan, proxy_workers=proxy_workers(profile.proxy.workers, inv),
+                   proxy_fast_path=profile.proxy.fast_path)
+
+
+def proxy_workers(setting: int | str, inv: Inventory) -> int:
+    """LiteLLM processes. With the fast path one process relays thousands of embedding / chat requests a
+    second; what still takes LiteLLM's own path costs ~10 ms of CPU each, so a big host gets more, up to 4
+    (one per 16 cores). On the CPU engine the cores belong to vLLM: one (two measured worse on 2 cores)."""
+    if setting != "auto":
+        return int(setting)
+    if inv.engine == "cpu":
+        return 1
+    return max(1, min(4, inv.cores // 16))
 
 
 # ---------------------------------------------------------------------------------------------- GPUs

@@ -82,7 +82,10 @@ class ModelEntry(Strict):
 class ProxySettings(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8200, gt=0, lt=65536)
-    workers: int = Field(default=1, gt=0)
+    workers: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(default="auto",
+                                                                   description="proxy processes; auto: from the cores")
+    fast_path: bool = Field(default=True, description="embeddings and chat relayed to vLLM inside the proxy "
+                            "(memoria_cli/proxy_fastpath.py); false: every request takes LiteLLM's own path")
 
 
 class Supervision(Strict):

@@ -75,13 +75,16 @@ def auth_env(host: str, environ: dict[str, str] | None = None) -> tuple[bool, di
     return False, {WEAK_KEY_ENV: "true"}
 
 
-HOOKS_SOURCE = Path(__file__).resolve().parent / "litellm_hooks.py"
+PLUGIN_FILES = {"memoria_hooks.py": "litellm_hooks.py", "memoria_fastpath.py": "proxy_fastpath.py"}
 
 
 def write_config(path: Path, config: dict[str, Any]) -> None:
-    """The config and, beside it, the plug-in it names (LiteLLM imports callbacks from the config's folder)."""
+    """The config and, beside it, the plug-in it names and what that imports (LiteLLM loads callbacks by path
+    from the config's folder)."""
     import yaml
 
-    write_atomic(path.with_name("memoria_hooks.py"), HOOKS_SOURCE.read_text(encoding="utf-8"))
+    here = Path(__file__).resolve().parent
+    for copy, source in PLUGIN_FILES.items():
+        write_atomic(path.with_name(copy), (here / source).read_text(encoding="utf-8"))
     write_atomic(path, "# written by memoria from the plan; edits are overwritten at the next `up`\n"
                  + yaml.safe_dump(config, sort_keys=False))

@@ -19,7 +19,9 @@ from memoria_cli.errors import RuntimeMissing
 
 VLLM_VERSION = "0.32.0"
 LITELLM_PIN = "litellm[proxy]==1.108.7"
-LITELLM_EXTRAS = ("prisma==0.15.0", "opentelemetry-sdk==1.45.2")  # prisma: 401 (not 500) without a key
+# prisma: 401 (not 500) without a key; opentelemetry-sdk: else an import fails and is retried on every request;
+# httptools: uvicorn's C HTTP parser (without it uvicorn falls back to h11, pure Python, ~1 ms a request).
+LITELLM_EXTRAS = ("prisma==0.15.0", "opentelemetry-sdk==1.45.2", "httptools==0.9.0")
 CPU_AUDIO = ("av==18.1.0", "soundfile==0.14.0", "soxr==1.1.0", "scipy==1.17.1")  # vllm[audio] minus torchaudio
 CONVERTERS = ("gguf==0.19.0", "accelerate==1.15.0")  # transformers' GGUF loader, for `memoria pull` of GGUF models
 FORBIDDEN_LITELLM = re.compile(r"^1\.(82\.[78]|107\.\d+)$")

@@ -33,7 +33,9 @@ def plan_table(plan: Plan, inv: Inventory, profile: str) -> Table:
                        f"({fmt_size(d.free)} free, {fmt_size(d.margin)} kept as margin)")
     caption += [f"{w.name}: " + "; ".join(w.why) for w in plan.workers]
     caption += list(plan.notes)
-    caption.append(f"proxy: http://{plan.proxy_host}:{plan.proxy_port}/v1")
+    caption.append(f"proxy: http://{plan.proxy_host}:{plan.proxy_port}/v1, {plan.proxy_workers} LiteLLM "
+                   f"process{'es' if plan.proxy_workers > 1 else ''}, fast path "
+                   f"{'on' if plan.proxy_fast_path else 'off'} for embeddings and chat")
     t.caption = "\n".join(caption)
     t.caption_justify = "left"
     return t

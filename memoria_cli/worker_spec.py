@@ -87,10 +87,10 @@ def worker_spec(w: WorkerPlan, entry: ModelEntry, vllm_exe: str, log: Path, mark
                        remove_env=remove)
 
 
-def proxy_spec(plan: Plan, litellm_exe: str, config: Path, log: Path, marker: str, workers: int = 1) -> ProcessSpec:
+def proxy_spec(plan: Plan, litellm_exe: str, config: Path, log: Path, marker: str) -> ProcessSpec:
     argv = [litellm_exe, "--config", str(config), "--host", plan.proxy_host, "--port", str(plan.proxy_port)]
-    if workers > 1:
-        argv += ["--num_workers", str(workers), "--timeout_worker_healthcheck", "60"]
+    if plan.proxy_workers > 1:
+        argv += ["--num_workers", str(plan.proxy_workers), "--timeout_worker_healthcheck", "60"]
     env = {
         **OFFLINE_ENV,
         MARKER_ENV: f"{marker}/{PROXY}",
@@ -102,6 +102,7 @@ def proxy_spec(plan: Plan, litellm_exe: str, config: Path, log: Path, marker: st
         "NO_REDOC": "True",
         "DISABLE_ADMIN_UI": "True",
         "GRACEFUL_SHUTDOWN_TIMEOUT": "20",
+        "MEMORIA_FAST_PATH": "1" if plan.proxy_fast_path else "0",  # read by memoria_fastpath.py beside the config
     }
     return ProcessSpec(name=PROXY, argv=tuple(argv), env=env, port=plan.proxy_port,
                        ready_path="/health/readiness", live_path="/health/liveliness", models_path=None,

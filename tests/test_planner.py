@@ -132,3 +132,19 @@ def test_described_gpus_parse():
 
     with pytest.raises(InputError):
         describe("lots")
+
+
+def test_proxy_processes_are_sized_from_the_host():
+    from dataclasses import replace
+
+    l4 = describe("L4")
+    sizes = {cores: plan(DEFAULT, replace(l4, cores=cores), FACTS).proxy_workers for cores in (2, 16, 40, 128)}
+    assert sizes == {2: 1, 16: 1, 40: 2, 128: 4}
+    cpu = Inventory(cpu=Cpu(total=64 * GiB, available=60 * GiB, cores=64), cores=64)
+    cpu_profile = load_profile("cpu")
+    assert plan(cpu_profile, cpu, {m.name: read_facts(m) for m in cpu_profile.models}).proxy_workers == 1
+    fixed = parse_profile({**DEFAULT.model_dump(exclude={"source"}), "proxy": {"workers": 3, "fast_path": False}})
+    p = plan(fixed, replace(l4, cores=128), FACTS)
+    assert (p.proxy_workers, p.proxy_fast_path) == (3, False)
+    with pytest.raises(Exception, match="workers"):
+        parse_profile({**DEFAULT.model_dump(exclude={"source"}), "proxy": {"workers": 0}})

@@ -129,8 +129,9 @@ def chat_cmd(
     max_tokens: int = typer.Option(None, "--max-tokens", help="Longest answer, in tokens."),
     temperature: float = typer.Option(None, "--temperature", help="0 = deterministic; higher = more varied."),
     top_p: float = typer.Option(None, "--top-p", help="Nucleus sampling."),
-    stop: list[str] = typer.Option(None, "--stop", help="Stop sequence (repeatable)."),
-    option: list[str] = typer.Option(None, "--option", "-o", help="Any other parameter: -o key value (repeatable)."),
+    stop: list[str] = typer.Option(None, "--stop", metavar="TEXT", help="Stop sequence (repeatable)."),
+    option: list[str] = typer.Option(None, "--option", "-o", metavar="KEY VALUE",
+                                help="Any other parameter: -o key value (repeatable)."),
     schema: str = typer.Option(None, "--schema", help="JSON Schema (file or inline JSON): structured output, "
                                "validated before printing."),
     no_stream: bool = typer.Option(False, "--no-stream", help="Wait for the whole answer (default off a terminal)."),

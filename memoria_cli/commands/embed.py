@@ -70,7 +70,7 @@ def write_npy(path: Path, rows: list[list[float]]) -> None:
 
 
 def embed_cmd(
-    texts: list[str] = typer.Argument(None, help="Texts to embed (else -i FILE or stdin)."),
+    texts: list[str] = typer.Argument(None, metavar="TEXT", help="Texts to embed (else -i FILE or stdin)."),
     input_file: Path = typer.Option(None, "--input", "-i", help="One text per line, or JSONL {\"id\", \"text\"}."),
     model: str = MODEL,
     output: Path = typer.Option(None, "--output", "-o", help="Write here instead of stdout (required for npy)."),

@@ -34,7 +34,7 @@ def pages_of(files: list[Path], pages: str | None) -> list[tuple[str, Path, int 
 
 
 def ocr_cmd(
-    files: list[Path] = typer.Argument(..., help="PNG, JPEG, GIF, WebP, BMP or PDF files."),
+    files: list[Path] = typer.Argument(..., metavar="FILE", help="PNG, JPEG, GIF, WebP, BMP or PDF files."),
     model: str = MODEL,
     markdown: bool = typer.Option(False, "--markdown", help="Ask for Markdown (the API guide's prompt)."),
     prompt: str = typer.Option(None, "--prompt", help="Any other instruction."),

@@ -243,3 +243,33 @@ def test_timeout_configuration(tiny_stack):
     assert c.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "Hello"}]).choices
 
 
+
+
+# ----------------------------------------------------------------------------- the proxy's fast path
+
+
+@pytest.mark.parametrize("model", [CHAT, "test/Tiny-Chat"])
+def test_fast_path_answers_chat_as_litellm_does(tiny_stack, model):
+    """The tests above ran through the fast path; here the two paths, side by side, say the same."""
+    import httpx
+
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+    fast = httpx.post(tiny_stack["url"] + "/chat/completions", json=body, timeout=60)
+    slow = httpx.post(tiny_stack["url"] + "/chat/completions", json=body, timeout=60,
+                      headers={"x-memoria-route": "litellm"})
+    assert fast.headers.get("x-memoria-route") == "fast" and "x-memoria-route" not in slow.headers
+    a, b = (r.json()["choices"][0]["message"] for r in (fast, slow))
+    assert (a["content"], a["reasoning_content"]) == (b["content"], b["reasoning_content"]) == (" Hello world", " hmm")
+    assert "reasoning" not in a
+
+
+def test_fast_path_takes_embeddings_and_leaves_the_rest_to_litellm(tiny_stack):
+    import httpx
+
+    url = tiny_stack["url"]
+    r = httpx.post(url + "/embeddings", json={"model": "test/Tiny-Embed", "input": "x"}, timeout=60)
+    assert r.headers.get("x-memoria-route") == "fast" and len(r.json()["data"][0]["embedding"]) == 64
+    r = httpx.post(url + "/completions", json={"model": CHAT, "prompt": "x", "max_tokens": 2}, timeout=60)
+    assert r.status_code == 200 and "x-memoria-route" not in r.headers
+    r = httpx.post(url + "/embeddings", json={"model": "no-such-model", "input": "x"}, timeout=60)
+    assert r.status_code in (400, 404) and "no-such-model" in r.text and "x-memoria-route" not in r.headers

@@ -43,6 +43,9 @@ def test_the_key_is_required_and_never_on_a_command_line(keyed):
     assert no_key.status_code == 401, no_key.text
     ok = OpenAI(base_url=keyed["url"], api_key=KEY).embeddings.create(input="x", model="tiny-embed")
     assert ok.data
+    fast = httpx.post(keyed["url"] + "/embeddings", json={"input": "x", "model": "tiny-embed"},
+                      headers={"Authorization": f"Bearer {KEY}"})
+    assert fast.status_code == 200 and fast.headers.get("x-memoria-route") == "fast"  # the key opens the fast path
     import psutil
 
     for p in psutil.process_iter(["cmdline"]):

@@ -1,0 +1,279 @@
+"""The proxy's fast path: embeddings and chat relayed straight to the vLLM worker, inside the LiteLLM process.
+
+LiteLLM's own request path costs ~10-13 ms of CPU per request (logging, cost tracking, ~20 middlewares,
+response objects); with short requests that, not vLLM, bounds throughput (0.40x direct for one-sentence
+embeddings at concurrency 16 on 2 cores: shared/notes/proxy-perf.md). This ASGI layer sits in front of
+LiteLLM's app and takes only what it can serve exactly as the API guide promises:
+
+- POST /v1/embeddings and /v1/chat/completions (with or without /v1), JSON bodies, no LiteLLM-only parameters;
+- with the master key when one is set (anything else falls through to LiteLLM's auth, which answers 401);
+- for a model that LiteLLM's own router maps (names and aliases, read live from `llm_router`) to a
+  `hosted_vllm` / `openai` deployment.
+
+It relays the bytes and renames vLLM's `reasoning` to the guide's `reasoning_content` (in the message, and in
+every stream delta). Everything else — other routes, unknown models, another key, a worker that refuses the
+connection or drops it before answering — goes to LiteLLM unchanged, with the body replayed, so LiteLLM stays
+the router and the one place that words those errors. What a taken request skips: LiteLLM's callbacks and
+logging (memoria's own callback only touches transcriptions), and its retries after an answer has started.
+
+Pure parts (`plan_request`, `rename_reasoning`, `SseRenamer`) need no LiteLLM; aiohttp is imported on first use.
+Off with `proxy.fast_path: false` in the profile (MEMORIA_FAST_PATH=0 in the proxy's environment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+UPSTREAM = {"/v1/embeddings": "/embeddings", "/embeddings": "/embeddings",
+            "/v1/chat/completions": "/chat/completions", "/chat/completions": "/chat/completions"}
+PROVIDERS = ("hosted_vllm", "openai")
+# Parameters only LiteLLM understands: such requests take LiteLLM's path, where they mean something.
+LITELLM_ONLY = frozenset({"mock_response", "fallbacks", "context_window_fallback_dict", "num_retries", "caching",
+                          "cache", "guardrails", "tags", "litellm_metadata", "user_config", "api_base", "api_key",
+                          "base_url", "extra_headers", "metadata"})
+# In an answer: the fast path answered (LiteLLM's own answers carry x-litellm-*). In a request, the value
+# `litellm` sends it down LiteLLM's own path (side-by-side benchmarks, debugging).
+ROUTE_HEADER = (b"x-memoria-route", b"fast")
+HOP = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"date", b"server"})
+ENV = "MEMORIA_FAST_PATH"
+UPSTREAM_KEEPALIVE = 3.0  # below uvicorn's 5 s, so a pooled connection is never reused just as vLLM closes it
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    body: bytes
+    chat: bool
+    api_key: str | None
+
+
+def pick_deployment(router: Any, model: Any) -> tuple[str, str, str | None] | None:
+    """(api_base, upstream model name, key) of one of the vLLM deployments LiteLLM routes `model` to."""
+    if router is None or not isinstance(model, str):
+        return None
+    deployments = router.get_model_list(model_name=model) or []
+    if not deployments:
+        return None
+    params = random.choice(deployments).get("litellm_params") or {}
+    provider, _, name = str(params.get("model", "")).partition("/")
+    base = params.get("api_base")
+    if provider not in PROVIDERS or not name or not isinstance(base, str):
+        return None
+    key = params.get("api_key")
+    return base.rstrip("/"), name, key if isinstance(key, str) and key not in ("", "none") else None
+
+
+def plan_request(path: str, raw: bytes, router: Any) -> Target | None:
+    """Where a request goes upstream, with its body ready to send; None when LiteLLM should take it."""
+    suffix = UPSTREAM.get(path)
+    if suffix is None:
+        return None
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(body, dict) or LITELLM_ONLY.intersection(body):
+        return None
+    found = pick_deployment(router, body.get("model"))
+    if found is None:
+        return None
+    base, name, key = found
+    if body["model"] != name:
+        body["model"] = name
+        raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return Target(url=base + suffix, body=raw, chat=suffix == "/chat/completions", api_key=key)
+
+
+def rename_reasoning(obj: Any) -> bool:
+    """vLLM's `reasoning` -> `reasoning_content` in each choice's message / delta, in place; True if changed."""
+    changed = False
+    for choice in obj.get("choices") or () if isinstance(obj, dict) else ():
+        for part in ("message", "delta"):
+            m = choice.get(part) if isinstance(choice, dict) else None
+            if isinstance(m, dict) and "reasoning" in m:
+                value = m.pop("reasoning")
+                if m.get("reasoning_content") is None:
+                    m["reasoning_content"] = value
+                changed = True
+    return changed
+
+
+def map_chat_body(raw: bytes) -> bytes:
+    """A whole chat completion with `reasoning_content`; untouched when there is nothing to rename."""
+    if b'"reasoning"' not in raw:
+        return raw
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return raw
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() if rename_reasoning(obj) else raw
+
+
+class SseRenamer:
+    """Server-sent events in, the same events out with `reasoning` renamed; events split across reads are
+    held until whole. Events without the word pass as they came."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, data: bytes) -> bytes:
+        data = self._pending + data
+        cut = data.rfind(b"\n\n")
+        if cut < 0:
+            self._pending = data
+            return b""
+        self._pending = data[cut + 2:]
+        whole = data[:cut + 2]
+        if b'"reasoning"' not in whole:
+            return whole
+        return b"".join(self._event(e) + b"\n\n" for e in whole[:-2].split(b"\n\n"))
+
+    def flush(self) -> bytes:
+        rest, self._pending = self._pending, b""
+        return rest
+
+    @staticmethod
+    def _event(event: bytes) -> bytes:
+        if not event.startswith(b"data: ") or b'"reasoning"' not in event:
+            return event
+        try:
+            obj = json.loads(event[6:])
+        except (ValueError, UnicodeDecodeError):
+            return event
+        if not rename_reasoning(obj):
+            return event
+        return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def stream_error(message: str) -> bytes:
+    """The event OpenAI's SDKs raise an APIError for, when a worker goes away in the middle of a stream."""
+    err = {"error": {"message": message, "type": "upstream_error", "param": None, "code": 502}}
+    return b"data: " + json.dumps(err).encode() + b"\n\n"
+
+
+class FastPath:
+    """ASGI app: the fast path in front of `app` (LiteLLM's middleware stack). `router` returns LiteLLM's live
+    router (None until the proxy has loaded its config)."""
+
+    def __init__(self, app: Any, router: Any, master_key: str | None = None) -> None:
+        self.app, self.router = app, router
+        self.master = ("Bearer " + master_key).encode() if master_key else None
+        self.session: Any = None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http" or scope.get("method") != "POST" or scope.get("path") not in UPSTREAM:
+            return await self.app(scope, receive, send)
+        given, route = b"", b""
+        for k, v in scope.get("headers", ()):
+            if k == b"authorization":
+                given = v
+            elif k == ROUTE_HEADER[0]:
+                route = v
+        if route == b"litellm":  # asked for LiteLLM's own path (benchmarks, debugging)
+            return await self.app(scope, receive, send)
+        if self.master is not None and not hmac.compare_digest(given, self.master):
+            return await self.app(scope, receive, send)  # LiteLLM's auth words the 401
+        raw = await read_body(receive)
+        target = plan_request(scope["path"], raw, self.router())
+        if target is None or not await self.relay(target, receive, send):
+            await self.app(scope, replay(raw, receive), send)
+
+    async def relay(self, t: Target, receive: Any, send: Any) -> bool:
+        """Send `t` to the worker and its answer to the client; False (nothing sent) when the worker could not
+        be reached or dropped the connection before answering, so LiteLLM takes the request instead."""
+        import aiohttp
+
+        if self.session is None:
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=600),
+                skip_auto_headers=("User-Agent",))
+        headers = {"Content-Type": "application/json"}
+        if t.api_key:
+            headers["Authorization"] = f"Bearer {t.api_key}"
+        work = asyncio.ensure_future(self._relay(t, headers, send))
+        gone = asyncio.ensure_future(wait_disconnect(receive))
+        try:
+            await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, gone):
+                if not task.done():
+                    task.cancel()  # client gone: closing the upstream connection makes vLLM abort the request
+        if work.cancelled():
+            return True
+        return work.result()
+
+    async def _relay(self, t: Target, headers: dict[str, str], send: Any) -> bool:
+        import aiohttp
+
+        try:
+            resp = await self.session.post(t.url, data=t.body, headers=headers)
+        except (aiohttp.ClientError, OSError):
+            return False
+        async with resp:
+            out = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()
+                   if k.lower().encode("latin-1") not in HOP]
+            out.append(ROUTE_HEADER)
+            if resp.content_type != "text/event-stream":
+                try:
+                    body = await resp.read()
+                except (aiohttp.ClientError, OSError):
+                    return False
+                if t.chat and resp.status == 200:
+                    body = map_chat_body(body)
+                await send({"type": "http.response.start", "status": resp.status,
+                            "headers": [*out, (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return True
+            await send({"type": "http.response.start", "status": resp.status, "headers": out})
+            renamer = SseRenamer() if t.chat else None
+            try:
+                async for chunk in resp.content.iter_any():
+                    data = renamer.feed(chunk) if renamer else chunk
+                    if data:
+                        await send({"type": "http.response.body", "body": data, "more_body": True})
+                tail = renamer.flush() if renamer else b""
+            except (aiohttp.ClientError, OSError) as exc:
+                tail = stream_error(f"the model worker went away mid-stream ({type(exc).__name__}); retry")
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
+            return True
+
+
+async def read_body(receive: Any) -> bytes:
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+async def wait_disconnect(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def replay(raw: bytes, receive: Any) -> Any:
+    """A `receive` that gives the already-read body once, then the client's own messages."""
+    sent = False
+
+    async def again() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        return await receive()
+
+    return again
+
+
+def enabled(environ: dict[str, str] | None = None) -> bool:
+    return (os.environ if environ is None else environ).get(ENV, "1") not in ("0", "false", "False", "")

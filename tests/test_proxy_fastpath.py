@@ -1,0 +1,118 @@
+"""The proxy fast path's pure parts: which requests it takes, where it sends them, what it renames.
+(Through the real proxy and vLLM: tests/contract/, which run with the fast path on, as users do.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from memoria_cli import proxy_fastpath as fp
+
+
+class Router:
+    """The one LiteLLM router method the fast path reads, over a config-shaped model list."""
+
+    def __init__(self, model_list: list[dict], aliases: dict[str, str]) -> None:
+        self.model_list, self.aliases = model_list, aliases
+
+    def get_model_list(self, model_name: str | None = None) -> list[dict]:
+        name = self.aliases.get(model_name, model_name)
+        return [d for d in self.model_list if d["model_name"] == name]
+
+
+ROUTER = Router([
+    {"model_name": "embed", "litellm_params": {"model": "hosted_vllm/embed", "api_base": "http://127.0.0.1:8301/v1/",
+                                               "api_key": "none"}},
+    {"model_name": "chat", "litellm_params": {"model": "hosted_vllm/chat-upstream",
+                                              "api_base": "http://127.0.0.1:8302/v1", "api_key": "sk-up"}},
+    {"model_name": "cloud", "litellm_params": {"model": "anthropic/claude", "api_key": "x"}},
+], {"Org/Embed-HF": "embed"})
+
+
+def test_embeddings_by_name_go_to_the_worker_byte_for_byte():
+    raw = b'{"model": "embed", "input": "hi"}'
+    t = fp.plan_request("/v1/embeddings", raw, ROUTER)
+    assert t == fp.Target(url="http://127.0.0.1:8301/v1/embeddings", body=raw, chat=False, api_key=None)
+    assert fp.plan_request("/embeddings", raw, ROUTER).url == t.url
+
+
+def test_an_alias_is_resolved_by_the_router_and_the_model_renamed_upstream():
+    t = fp.plan_request("/v1/embeddings", b'{"model": "Org/Embed-HF", "input": ["a", "b"]}', ROUTER)
+    assert json.loads(t.body) == {"model": "embed", "input": ["a", "b"]}
+    t = fp.plan_request("/v1/chat/completions", b'{"model": "chat", "messages": []}', ROUTER)
+    assert t.chat and t.api_key == "sk-up" and json.loads(t.body)["model"] == "chat-upstream"
+
+
+@pytest.mark.parametrize(("path", "raw"), [
+    ("/v1/embeddings", b'{"model": "nope", "input": "x"}'),  # unknown: LiteLLM words the 400
+    ("/v1/chat/completions", b'{"model": "cloud", "messages": []}'),  # not a vLLM deployment
+    ("/v1/embeddings", b"not json"),
+    ("/v1/embeddings", b'["a list"]'),
+    ("/v1/embeddings", b'{"input": "no model"}'),
+    ("/v1/chat/completions", b'{"model": "chat", "messages": [], "mock_response": "hi"}'),  # LiteLLM-only
+    ("/v1/completions", b'{"model": "chat", "prompt": "x"}'),  # not a fast route
+])
+def test_everything_else_is_left_to_litellm(path, raw):
+    assert fp.plan_request(path, raw, ROUTER) is None
+    assert fp.plan_request("/v1/embeddings", b'{"model": "embed", "input": "x"}', None) is None  # not loaded yet
+
+
+def test_reasoning_becomes_reasoning_content_in_a_whole_answer():
+    raw = json.dumps({"choices": [{"message": {"role": "assistant", "content": " Hello", "reasoning": " hmm"}}]})
+    out = json.loads(fp.map_chat_body(raw.encode()))
+    assert out["choices"][0]["message"] == {"role": "assistant", "content": " Hello", "reasoning_content": " hmm"}
+    plain = b'{"choices": [{"message": {"content": "the word \\"reasoning\\" in text"}}]}'
+    assert fp.map_chat_body(plain) is plain
+    assert fp.map_chat_body(b'{"error": {"message": "bad"}}') == b'{"error": {"message": "bad"}}'
+
+
+def event(delta: dict) -> bytes:
+    return b"data: " + json.dumps({"choices": [{"index": 0, "delta": delta}]}).encode() + b"\n\n"
+
+
+def test_stream_deltas_are_renamed_even_when_events_arrive_in_pieces():
+    stream = (event({"role": "assistant", "content": ""}) + event({"reasoning": " hm"}) + event({"reasoning": "m"})
+              + event({"content": " Hello"}) + b"data: [DONE]\n\n")
+    for size in (1, 7, 64, len(stream)):
+        r = fp.SseRenamer()
+        out = b"".join(r.feed(stream[i:i + size]) for i in range(0, len(stream), size)) + r.flush()
+        events = [e for e in out.split(b"\n\n") if e]
+        assert events[-1] == b"data: [DONE]" and len(events) == 5
+        deltas = [json.loads(e[6:])["choices"][0]["delta"] for e in events[:-1]]
+        assert deltas == [{"role": "assistant", "content": ""}, {"reasoning_content": " hm"},
+                          {"reasoning_content": "m"}, {"content": " Hello"}]
+
+
+def test_an_event_without_reasoning_passes_as_it_came():
+    r = fp.SseRenamer()
+    e = b'data: {"choices":[{"delta":{"content":"x"}}],  "spacing": "kept"}\n\n'
+    assert r.feed(e) == e
+
+
+def test_a_stream_cut_short_ends_with_an_error_event_the_sdk_raises():
+    data = fp.stream_error("the model worker went away")
+    assert data.startswith(b"data: ") and data.endswith(b"\n\n")
+    assert json.loads(data[6:])["error"]["message"] == "the model worker went away"
+
+
+def test_replay_gives_the_body_once_then_the_clients_messages():
+    async def go() -> list[dict]:
+        queue = [{"type": "http.request", "body": b"a", "more_body": True},
+                 {"type": "http.request", "body": b"b", "more_body": False}, {"type": "http.disconnect"}]
+
+        async def receive() -> dict:
+            return queue.pop(0)
+
+        body = await fp.read_body(receive)
+        again = fp.replay(body, receive)
+        return [await again(), await again()]
+
+    assert asyncio.run(go()) == [{"type": "http.request", "body": b"ab", "more_body": False},
+                                 {"type": "http.disconnect"}]
+
+
+def test_off_switch():
+    assert fp.enabled({}) and fp.enabled({fp.ENV: "1"})
+    assert not fp.enabled({fp.ENV: "0"}) and not fp.enabled({fp.ENV: "false"})
