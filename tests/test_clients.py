@@ -140,6 +140,31 @@ def test_embed_args_file_jsonl_stdin_npy(tiny_stack, tmp_path):
     assert np.load(out).shape == (50, 64)
     r = run_memoria("embed", "x", "--format", "npy", "-o", str(out))
     assert r.returncode == 3 and "exists" in r.stderr  # never overwrites
+    jl = tmp_path / "v.jsonl"
+    assert run_memoria("embed", "-i", str(f), "-o", str(jl)).returncode == 0
+    from_jsonl = np.array([json.loads(x)["embedding"] for x in jl.read_text().splitlines()], dtype=np.float32)
+    assert np.array_equal(from_jsonl, np.load(out))  # the same float32 values, in text and in .npy
+    long = tmp_path / "long.txt"  # batch 5 of 7 fails (a text past the model's context): after 4 were written
+    long.write_text("\n".join(lines[:40] + ["word " * 3000] + lines[40:]) + "\n")
+    r = run_memoria("embed", "-i", str(long), "-o", str(tmp_path / "never.jsonl"), "--batch-size", "8",
+                    "--concurrency", "1")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["in.jsonl", "in.txt", "long.txt", "v.jsonl", "v.npy"]
+
+
+def test_embedding_lines_and_base64_vectors():
+    import array
+    import base64
+
+    from memoria_cli.commands.embed import decode, jsonl_line
+
+    vec = np.array([0.1, -2.5e-8, 3.4028235e38, 1 / 3], dtype="<f4")
+    assert decode(base64.b64encode(vec.tobytes()).decode()).tolist() == vec.tolist()
+    assert decode([0.5, 1.0]).tolist() == [0.5, 1.0]  # a server that ignores encoding_format
+    rec = json.loads(jsonl_line("doc-1", 3, array.array("f", vec.tolist())))
+    assert rec["id"] == "doc-1" and rec["index"] == 3
+    assert np.array_equal(np.array(rec["embedding"], dtype=np.float32), vec)  # 9 digits: float32 exactly
+    assert json.loads(jsonl_line(None, 0, array.array("f", [1.0]))) == {"index": 0, "embedding": [1.0]}
 
 
 # ------------------------------------------------------------------------------------------ ocr

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import array
+import base64
 import json
+import os
 import sys
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -54,19 +59,52 @@ def _parse_lines(lines: list[str], name: str) -> list[tuple[object, str]]:
     return [(None, line) for line in lines]
 
 
-def write_npy(path: Path, rows: list[list[float]]) -> None:
-    """A float32 .npy file (format 1.0), written without numpy: memoria does not need it otherwise."""
-    import array
+def decode(embedding: object) -> array.array:
+    """One vector as float32: base64 (what memoria asks for: ~4x fewer bytes and no float parsing on either
+    side) or, from a server that ignores `encoding_format`, a JSON list."""
+    if isinstance(embedding, str):
+        vec = array.array("f", base64.b64decode(embedding))
+        if sys.byteorder == "big":
+            vec.byteswap()  # OpenAI's base64 embeddings are little-endian float32
+        return vec
+    return array.array("f", embedding)  # type: ignore[arg-type]
 
+
+def jsonl_line(ident: object, index: int, vec: array.array) -> str:
+    """{"id": ..., "index": i, "embedding": [...]}: 9 significant digits, exactly the float32 the server sent
+    (json.dumps would print each as a 17-digit double: 40 % more bytes, twice the time)."""
+    head = f'{{"id": {json.dumps(ident)}, ' if ident is not None else "{"
+    return f'{head}"index": {index}, "embedding": [{", ".join(map("{:.9g}".format, vec))}]}}\n'
+
+
+def write_npy(path: Path, rows: list[array.array]) -> None:
+    """A float32 .npy file (format 1.0), written without numpy: memoria does not need it otherwise."""
     width = len(rows[0]) if rows else 0
     header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({len(rows)}, {width}), }}"
     header += " " * (63 - (10 + len(header)) % 64) + "\n"
-    flat = array.array("f", (x for row in rows for x in row))
+    flat = array.array("f")
+    for row in rows:
+        flat.extend(row)
     if sys.byteorder == "big":
         flat.byteswap()
     with open(path, "wb") as f:
         f.write(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode("latin1"))
         f.write(flat.tobytes())
+
+
+@contextmanager
+def _progress(total: int, show: bool) -> Iterator[Callable[[int], None]]:
+    """advance(n); a bar on stderr for more than one batch."""
+    if not show:
+        yield lambda n: None
+        return
+    from rich.progress import Progress
+
+    from memoria_cli.console import err
+
+    with Progress(console=err(), transient=True) as bar:
+        task = bar.add_task("embedding", total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def embed_cmd(
@@ -97,37 +135,41 @@ def embed_cmd(
     api, model = connect("embedding", model, base_url, api_key, timeout)
     batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
 
-    def run(batch: list[tuple[object, str]]) -> list[list[float]]:
-        body: dict = {"model": model, "input": [t for _, t in batch]}
+    def run(batch: list[tuple[object, str]]) -> list[array.array]:
+        body: dict = {"model": model, "input": [t for _, t in batch], "encoding_format": "base64"}
         if dimensions:
             body["dimensions"] = dimensions
         data = sorted(api.post_json("embeddings", body)["data"], key=lambda d: d["index"])
-        return [d["embedding"] for d in data]
+        return [decode(d["embedding"]) for d in data]
 
-    vectors: list[list[float]] = []
-    with ThreadPoolExecutor(concurrency) as pool:
-        results = pool.map(run, batches)
-        if len(batches) > 1:
-            from rich.progress import Progress
+    vectors: list[array.array] = []  # for npy; JSONL lines are written as their batch arrives, in order
+    partial = None
+    if output is not None:  # a fresh name beside it, renamed at the end: a failure leaves nothing half-written
+        import tempfile
 
-            from memoria_cli.console import err
-
-            with Progress(console=err(), transient=True) as bar:
-                task = bar.add_task("embedding", total=len(items))
-                for b, vs in zip(batches, results, strict=True):
-                    vectors += vs
-                    bar.advance(task, len(b))
-        else:
-            for vs in results:
-                vectors += vs
-    if fmt == "npy":
-        write_npy(output, vectors)
-        return
-    sink = open(output, "w", encoding="utf-8") if output else sys.stdout
+        fd, name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".part")
+        os.close(fd)
+        partial = Path(name)
+    sink = open(partial, "w", encoding="utf-8") if partial and fmt == "jsonl" else sys.stdout
+    done = 0
     try:
-        for i, ((ident, _), vec) in enumerate(zip(items, vectors, strict=True)):
-            rec = {"id": ident} if ident is not None else {}
-            sink.write(json.dumps({**rec, "index": i, "embedding": vec}) + "\n")
+        with ThreadPoolExecutor(concurrency) as pool, _progress(len(items), len(batches) > 1) as advance:
+            for b, vs in zip(batches, pool.map(run, batches), strict=True):  # in order, while later ones run
+                if fmt == "npy":
+                    vectors += vs
+                else:
+                    for (ident, _), vec in zip(b, vs, strict=True):
+                        sink.write(jsonl_line(ident, done, vec))
+                        done += 1
+                advance(len(b))
+        if fmt == "npy":
+            write_npy(partial, vectors)
+    except BaseException:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+        raise
     finally:
-        if output:
+        if sink is not sys.stdout:
             sink.close()
+    if partial is not None:
+        partial.replace(output)  # only a complete file gets the name asked for
