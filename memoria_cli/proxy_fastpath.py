@@ -23,6 +23,7 @@ Off with `proxy.fast_path: false` in the profile (MEMORIA_FAST_PATH=0 in the pro
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import json
 import os
@@ -51,6 +52,7 @@ class Target:
     body: bytes
     chat: bool
     api_key: str | None
+    stream: bool = False
 
 
 def pick_deployment(router: Any, model: Any) -> tuple[str, str, str | None] | None:
@@ -87,7 +89,8 @@ def plan_request(path: str, raw: bytes, router: Any) -> Target | None:
     if body["model"] != name:
         body["model"] = name
         raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    return Target(url=base + suffix, body=raw, chat=suffix == "/chat/completions", api_key=key)
+    return Target(url=base + suffix, body=raw, chat=suffix == "/chat/completions", api_key=key,
+                  stream=body.get("stream") is True)
 
 
 def rename_reasoning(obj: Any) -> bool:
@@ -165,8 +168,12 @@ class FastPath:
         self.app, self.router = app, router
         self.master = ("Bearer " + master_key).encode() if master_key else None
         self.session: Any = None
+        self.frozen = False
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if not self.frozen and scope.get("type") == "http":  # the first request: start-up is over
+            self.frozen = True
+            gc.freeze()  # start-up's objects (LiteLLM's are many) out of every later collection: no long pauses
         if scope.get("type") != "http" or scope.get("method") != "POST" or scope.get("path") not in UPSTREAM:
             return await self.app(scope, receive, send)
         given, route = b"", b""
@@ -186,7 +193,8 @@ class FastPath:
 
     async def relay(self, t: Target, receive: Any, send: Any) -> bool:
         """Send `t` to the worker and its answer to the client; False (nothing sent) when the worker could not
-        be reached or dropped the connection before answering, so LiteLLM takes the request instead."""
+        be reached or dropped the connection before answering, so LiteLLM takes the request instead. A stream
+        stops when its client goes (uvicorn drops what is sent after that, so the disconnect is watched)."""
         import aiohttp
 
         if self.session is None:
@@ -197,6 +205,8 @@ class FastPath:
         headers = {"Content-Type": "application/json"}
         if t.api_key:
             headers["Authorization"] = f"Bearer {t.api_key}"
+        if not t.stream:  # short: no watcher (two tasks a request); LiteLLM does not cancel these either
+            return await self._relay(t, headers, send)
         work = asyncio.ensure_future(self._relay(t, headers, send))
         gone = asyncio.ensure_future(wait_disconnect(receive))
         try:
