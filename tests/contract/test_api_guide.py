@@ -277,12 +277,12 @@ def test_fast_path_takes_embeddings_and_leaves_the_rest_to_litellm(tiny_stack):
 
 def test_a_stream_the_client_drops_stops_on_the_worker(tiny_stack):
     """Through the fast path, closing a stream aborts the generation (vLLM's running gauge goes to 0 long
-    before 900 tokens could have been generated)."""
+    before 32 x 900 tokens could have been generated)."""
     import time
 
     import httpx
 
-    body = {"model": CHAT, "max_tokens": 900, "ignore_eos": True, "stream": True,
+    body = {"model": CHAT, "max_tokens": 900, "ignore_eos": True, "stream": True, "n": 32,  # 32 x 900 tokens: slow
             "messages": [{"role": "user", "content": "hi"}]}
     port = tiny_stack["state"]["processes"][CHAT]["port"]
 
@@ -296,7 +296,7 @@ def test_a_stream_the_client_drops_stops_on_the_worker(tiny_stack):
         chunks = r.iter_bytes()
         for _ in range(5):
             next(chunks)
-        assert running() == 1
+        assert running() > 0
     t0 = time.monotonic()
     while running() and time.monotonic() - t0 < 10:
         time.sleep(0.1)
