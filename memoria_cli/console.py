@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 
 from rich.console import Console
@@ -18,6 +20,19 @@ def out() -> Console:
 @cache
 def err() -> Console:
     return Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+@contextmanager
+def progress(label: str, total: int, show: bool = True) -> Iterator[Callable[[int], None]]:
+    """advance(n=1) for a transient bar on stderr; a no-op when not `show` (one item is not worth a bar)."""
+    if not show:
+        yield lambda n=1: None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=err(), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n=1: bar.advance(task, n)
 
 
 def say(msg: str) -> None:

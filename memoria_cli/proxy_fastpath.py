@@ -88,9 +88,13 @@ def plan_request(path: str, raw: bytes, router: Any) -> Target | None:
     base, name, key = found
     if body["model"] != name:
         body["model"] = name
-        raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        raw = _dumps(body)
     return Target(url=base + suffix, body=raw, chat=suffix == "/chat/completions", api_key=key,
                   stream=body.get("stream") is True)
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def rename_reasoning(obj: Any) -> bool:
@@ -115,7 +119,7 @@ def map_chat_body(raw: bytes) -> bytes:
         obj = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return raw
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() if rename_reasoning(obj) else raw
+    return _dumps(obj) if rename_reasoning(obj) else raw
 
 
 class SseRenamer:
@@ -151,7 +155,7 @@ class SseRenamer:
             return event
         if not rename_reasoning(obj):
             return event
-        return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        return b"data: " + _dumps(obj)
 
 
 def stream_error(message: str) -> bytes:

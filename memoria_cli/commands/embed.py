@@ -7,9 +7,7 @@ import base64
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -92,21 +90,6 @@ def write_npy(path: Path, rows: list[array.array]) -> None:
         f.write(flat.tobytes())
 
 
-@contextmanager
-def _progress(total: int, show: bool) -> Iterator[Callable[[int], None]]:
-    """advance(n); a bar on stderr for more than one batch."""
-    if not show:
-        yield lambda n: None
-        return
-    from rich.progress import Progress
-
-    from memoria_cli.console import err
-
-    with Progress(console=err(), transient=True) as bar:
-        task = bar.add_task("embedding", total=total)
-        yield lambda n: bar.advance(task, n)
-
-
 def embed_cmd(
     texts: list[str] = typer.Argument(None, metavar="TEXT", help="Texts to embed (else -i FILE or stdin)."),
     input_file: Path = typer.Option(None, "--input", "-i", help="One text per line, or JSONL {\"id\", \"text\"}."),
@@ -123,6 +106,7 @@ def embed_cmd(
     Example: `memoria embed "Hello, world!"` or `memoria embed -i docs.txt --format npy -o docs.npy`.
     """
     from memoria_cli.commands.client_options import connect
+    from memoria_cli.console import progress
     from memoria_cli.errors import InputError
 
     if fmt not in ("jsonl", "npy") or (fmt == "npy" and output is None):
@@ -153,7 +137,7 @@ def embed_cmd(
     sink = open(partial, "w", encoding="utf-8") if partial and fmt == "jsonl" else sys.stdout
     done = 0
     try:
-        with ThreadPoolExecutor(concurrency) as pool, _progress(len(items), len(batches) > 1) as advance:
+        with ThreadPoolExecutor(concurrency) as pool, progress("embedding", len(items), len(batches) > 1) as advance:
             for b, vs in zip(batches, pool.map(run, batches), strict=True):  # in order, while later ones run
                 if fmt == "npy":
                     vectors += vs

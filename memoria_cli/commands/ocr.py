@@ -50,7 +50,7 @@ def ocr_cmd(
     Example: `memoria ocr page.png`, `memoria ocr report.pdf --pages 1-3 --markdown -o out/`.
     """
     from memoria_cli.commands.client_options import connect
-    from memoria_cli.console import err
+    from memoria_cli.console import err, progress
     from memoria_cli.errors import InputError
     from memoria_cli.inputs import image_data_url
 
@@ -78,19 +78,11 @@ def ocr_cmd(
                                          {"type": "image_url", "image_url": {"url": url}}]}]})
         return ((data.get("choices") or [{}])[0].get("message") or {}).get("content") or ""
 
-    with ThreadPoolExecutor(max(1, concurrency)) as pool:
-        results = pool.map(run, jobs)
-        if len(jobs) > 1:
-            from rich.progress import Progress
-
-            with Progress(console=err(), transient=True) as bar:
-                task = bar.add_task("ocr", total=len(jobs))
-                texts = []
-                for t in results:
-                    texts.append(t)
-                    bar.advance(task)
-        else:
-            texts = list(results)
+    texts = []
+    with ThreadPoolExecutor(max(1, concurrency)) as pool, progress("ocr", len(jobs), len(jobs) > 1) as advance:
+        for t in pool.map(run, jobs):
+            texts.append(t)
+            advance()
     for i, ((label, *_), text) in enumerate(zip(jobs, texts, strict=True)):
         if targets:
             targets[i].write_text(text.rstrip() + "\n", encoding="utf-8")

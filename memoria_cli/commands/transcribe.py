@@ -60,18 +60,15 @@ def transcribe_cmd(
 
 
 def _in_pieces(api, sends, fields, fmt: str, duration: float) -> str:
-    from rich.progress import Progress
-
     from memoria_cli.audio import stitch
-    from memoria_cli.console import err
+    from memoria_cli.console import progress
 
     parts = []
-    with Progress(console=err(), transient=True) as bar:
-        task = bar.add_task(f"transcribing {len(sends)} piece(s)", total=len(sends))
+    with progress(f"transcribing {len(sends)} piece(s)", len(sends)) as advance:
         for offset, name, chunk in sends:
             resp = api.transcribe(name, chunk, {**fields, "response_format": "json"})
             parts.append((offset, json.loads(resp.text)))
-            bar.advance(task)
+            advance()
     return stitch(fmt, parts, duration)
 
 
