@@ -52,7 +52,7 @@ def measure(base: str, path: str, body: dict, conc: int, n: int, headers: dict |
     client = httpx.Client(timeout=120, headers=headers,
                           limits=httpx.Limits(max_connections=conc, max_keepalive_connections=conc))
 
-    def one(_: int) -> None:
+    def one(_: int, body: dict = body) -> None:
         t = time.perf_counter()
         if body.get("stream"):
             with client.stream("POST", base + path, json=body) as r:
@@ -63,9 +63,10 @@ def measure(base: str, path: str, body: dict, conc: int, n: int, headers: dict |
             client.post(base + path, json=body).raise_for_status()
         lat.append(time.perf_counter() - t)
 
+    warm = {**body, "max_tokens": 1} if "max_tokens" in body else body  # same route, one token: cheap
     with client:
-        for i in range(conc):  # warm the connections and the route
-            one(i)
+        with ThreadPoolExecutor(conc) as pool:  # open `conc` connections, as the measured run will use
+            list(pool.map(partial(one, body=warm), range(conc)))
         lat.clear()
         t = time.perf_counter()
         with ThreadPoolExecutor(conc) as pool:

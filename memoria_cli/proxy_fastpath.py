@@ -219,8 +219,10 @@ class FastPath:
             for task in (work, gone):
                 if not task.done():
                     task.cancel()  # client gone: closing the upstream connection makes vLLM abort the request
+            # let the cancellations run (a cancelled task has no result until then)
+            await asyncio.gather(work, gone, return_exceptions=True)
         if work.cancelled():
-            return True
+            return True  # the client left: nothing is owed to anyone
         return work.result()
 
     async def _relay(self, t: Target, headers: dict[str, str], send: Any) -> bool:
