@@ -167,6 +167,17 @@ def test_embedding_lines_and_base64_vectors():
     assert json.loads(jsonl_line(None, 0, array.array("f", [1.0]))) == {"index": 0, "embedding": [1.0]}
 
 
+def test_embedding_batches_are_bounded_by_count_and_size_and_keep_order():
+    from memoria_cli.commands.embed import batches
+
+    items = [(i, "x" * n) for i, n in enumerate([10, 10, 10, 10, 10])]
+    assert [[i for i, _ in b] for b in batches(items, 2)] == [[0, 1], [2, 3], [4]]
+    assert [[i for i, _ in b] for b in batches(items, 256, max_chars=25)] == [[0, 1], [2, 3], [4]]
+    big = [(0, "x" * 100), (1, "y"), (2, "x" * 100)]  # a text longer than the budget goes alone, never dropped
+    assert [[i for i, _ in b] for b in batches(big, 256, max_chars=50)] == [[0], [1], [2]]
+    assert batches([], 4) == []
+
+
 # ------------------------------------------------------------------------------------------ ocr
 
 

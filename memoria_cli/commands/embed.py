@@ -57,6 +57,23 @@ def _parse_lines(lines: list[str], name: str) -> list[tuple[object, str]]:
     return [(None, line) for line in lines]
 
 
+MAX_BATCH_CHARS = 256 * 1024  # long documents: fewer per request, so each answers (and shows progress) in time
+
+
+def batches(items: list[tuple[object, str]], size: int, max_chars: int = MAX_BATCH_CHARS) \
+        -> list[list[tuple[object, str]]]:
+    """Consecutive runs of at most `size` texts and, past the first text of each, `max_chars` characters."""
+    out: list[list[tuple[object, str]]] = []
+    chars = 0
+    for item in items:
+        if not out or len(out[-1]) >= size or chars + len(item[1]) > max_chars:
+            out.append([])
+            chars = 0
+        out[-1].append(item)
+        chars += len(item[1])
+    return out
+
+
 def decode(embedding: object) -> array.array:
     """One vector as float32: base64 (what memoria asks for: ~4x fewer bytes and no float parsing on either
     side) or, from a server that ignores `encoding_format`, a JSON list."""
@@ -97,7 +114,7 @@ def embed_cmd(
     output: Path = typer.Option(None, "--output", "-o", help="Write here instead of stdout (required for npy)."),
     fmt: str = typer.Option("jsonl", "--format", help="jsonl (one {id?, index, embedding} per line) or npy."),
     dimensions: int = typer.Option(None, "--dimensions", help="Ask for shorter embeddings (models that support it)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Texts per request."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Texts per request, at most (fewer for long texts)."),
     concurrency: int = typer.Option(4, "--concurrency", help="Requests in flight at once."),
     base_url: str = BASE_URL, api_key: str = API_KEY, timeout: float = TIMEOUT,
 ) -> None:
@@ -117,7 +134,7 @@ def embed_cmd(
         raise InputError(f"{output} exists", "choose another name or remove it first")
     items = read_inputs(texts or [], input_file)
     api, model = connect("embedding", model, base_url, api_key, timeout)
-    batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    parts = batches(items, batch_size)
 
     def run(batch: list[tuple[object, str]]) -> list[array.array]:
         body: dict = {"model": model, "input": [t for _, t in batch], "encoding_format": "base64"}
@@ -137,8 +154,8 @@ def embed_cmd(
     sink = open(partial, "w", encoding="utf-8") if partial and fmt == "jsonl" else sys.stdout
     done = 0
     try:
-        with ThreadPoolExecutor(concurrency) as pool, progress("embedding", len(items), len(batches) > 1) as advance:
-            for b, vs in zip(batches, pool.map(run, batches), strict=True):  # in order, while later ones run
+        with ThreadPoolExecutor(concurrency) as pool, progress("embedding", len(items), len(parts) > 1) as advance:
+            for b, vs in zip(parts, pool.map(run, parts), strict=True):  # in order, while later ones run
                 if fmt == "npy":
                     vectors += vs
                 else:
