@@ -273,34 +273,3 @@ def test_fast_path_takes_embeddings_and_leaves_the_rest_to_litellm(tiny_stack):
     assert r.status_code == 200 and "x-memoria-route" not in r.headers
     r = httpx.post(url + "/embeddings", json={"model": "no-such-model", "input": "x"}, timeout=60)
     assert r.status_code in (400, 404) and "no-such-model" in r.text and "x-memoria-route" not in r.headers
-
-
-def test_a_stream_the_client_drops_stops_on_the_worker(tiny_stack):
-    """Through the fast path, closing a stream aborts the generation (vLLM's running gauge goes to 0 long
-    before 32 x 900 tokens could have been generated)."""
-    import time
-
-    import httpx
-
-    body = {"model": CHAT, "max_tokens": 900, "ignore_eos": True, "stream": True, "n": 32,  # 32 x 900 tokens: slow
-            "messages": [{"role": "user", "content": "hi"}]}
-    port = tiny_stack["state"]["processes"][CHAT]["port"]
-
-    def running() -> float:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("vllm:num_requests_running"))
-
-    with httpx.stream("POST", tiny_stack["url"] + "/chat/completions", json=body, timeout=60) as r:
-        assert r.headers.get("x-memoria-route") == "fast"
-        chunks = r.iter_bytes()
-        for _ in range(5):
-            next(chunks)
-        t0 = time.monotonic()  # the gauge follows the engine's steps with a lag
-        while not running() and time.monotonic() - t0 < 5:
-            time.sleep(0.1)
-        assert running() > 0
-    t0 = time.monotonic()
-    while running() and time.monotonic() - t0 < 10:
-        time.sleep(0.1)
-    assert running() == 0 and time.monotonic() - t0 < 3, "the worker kept generating for a client that left"
