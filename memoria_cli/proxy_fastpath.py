@@ -197,8 +197,9 @@ class FastPath:
 
     async def relay(self, t: Target, receive: Any, send: Any) -> bool:
         """Send `t` to the worker and its answer to the client; False (nothing sent) when the worker could not
-        be reached or dropped the connection before answering, so LiteLLM takes the request instead. A stream
-        stops when its client goes (uvicorn drops what is sent after that, so the disconnect is watched)."""
+        be reached or dropped the connection before answering, so LiteLLM takes the request instead. A chat,
+        streamed or not, stops on the worker when its client goes (uvicorn drops what is sent after that, so
+        the disconnect is watched): a timed-out client must not leave the worker generating for nobody."""
         import aiohttp
 
         if self.session is None:
@@ -209,7 +210,7 @@ class FastPath:
         headers = {"Content-Type": "application/json"}
         if t.api_key:
             headers["Authorization"] = f"Bearer {t.api_key}"
-        if not t.stream:  # short: no watcher (two tasks a request); LiteLLM does not cancel these either
+        if not t.chat:  # embeddings are short: no watcher (two tasks a request)
             return await self._relay(t, headers, send)
         work = asyncio.ensure_future(self._relay(t, headers, send))
         gone = asyncio.ensure_future(wait_disconnect(receive))

@@ -148,9 +148,11 @@ def test_client_commands_give_real_answers(demo):
     assert cos(q, good) > cos(q, bad) + 0.3
 
 
-def test_a_stream_the_client_drops_stops_on_the_worker(demo):
-    """Through the fast path, a stream whose client leaves is aborted on the worker: of 1500 tokens asked of
-    SmolLM2 (tens of seconds on the CPU), far fewer are generated. vLLM's own metrics are the witness."""
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "not-streamed"])
+def test_a_chat_whose_client_leaves_stops_on_the_worker(demo, stream):
+    """Through the fast path, a chat whose client leaves (closes the stream, or times out waiting for the whole
+    answer) is aborted on the worker: of 1500 tokens asked of SmolLM2 (tens of seconds on the CPU), far fewer
+    are generated. vLLM's own metrics are the witness."""
     import httpx
 
     state = json.loads(run_memoria("status", "--json", env=demo["env"]).stdout)
@@ -160,18 +162,31 @@ def test_a_stream_the_client_drops_stops_on_the_worker(demo):
         text = httpx.get(metrics, timeout=30).text
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
-    before = gauge("vllm:generation_tokens_total")
-    body = {"model": "demo-chat", "max_tokens": 1500, "ignore_eos": True, "stream": True,
-            "messages": [{"role": "user", "content": "Tell me a long story."}]}
-    with httpx.stream("POST", state["url"] + "/chat/completions", json=body, timeout=120) as r:
-        assert r.headers.get("x-memoria-route") == "fast"
-        chunks = r.iter_bytes()
-        for _ in range(5):
-            next(chunks)
+    def generating() -> bool:
         t0 = time.monotonic()  # the gauge follows the engine's steps
         while not gauge("vllm:num_requests_running") and time.monotonic() - t0 < 10:
             time.sleep(0.2)
-        assert gauge("vllm:num_requests_running") == 1, "the stream should be generating now"
+        return gauge("vllm:num_requests_running") == 1
+
+    before = gauge("vllm:generation_tokens_total")
+    body = {"model": "demo-chat", "max_tokens": 1500, "ignore_eos": True, "stream": stream,
+            "messages": [{"role": "user", "content": "Tell me a long story."}]}
+    url = state["url"] + "/chat/completions"
+    if stream:
+        with httpx.stream("POST", url, json=body, timeout=120) as r:
+            assert r.headers.get("x-memoria-route") == "fast"
+            chunks = r.iter_bytes()
+            for _ in range(5):
+                next(chunks)
+            assert generating(), "the chat should be generating now"
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:
+            seen = pool.submit(generating)
+            with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
+                httpx.post(url, json=body, timeout=httpx.Timeout(60, read=4))
+            assert seen.result(), "the chat should have been generating"
     t0 = time.monotonic()
     while gauge("vllm:num_requests_running") and time.monotonic() - t0 < 20:
         time.sleep(0.2)
