@@ -7,7 +7,11 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -37,6 +41,18 @@ def tiny_stack(home: Path, port_base: int = 23301):
 def demo_stack(home: Path):
     """The demo profile's embedding and chat models (real weights from the package index, `memoria pull`),
     on free ports in `home`; returns (proxy URL, {worker: direct URL}, env)."""
+    profile, env = demo_profile(home)
+    for step in (("pull", "-p", str(profile)), ("up", "-d", "-p", str(profile))):
+        r = memoria(*step, env=env)
+        if r.returncode != 0:
+            raise SystemExit(r.stderr)
+    return _urls(env)
+
+
+def demo_profile(home: Path, model_env: dict[str, str] | None = None, name: str = "bench-demo.yaml") \
+        -> tuple[Path, dict]:
+    """The demo's embedding and chat models on free ports, as a profile in `home` (each model's environment
+    extended by `model_env`); returns (profile, env for `memoria`)."""
     import yaml
 
     from memoria_cli.home import Home
@@ -45,16 +61,13 @@ def demo_stack(home: Path):
     home.mkdir(parents=True, exist_ok=True)
     data = yaml.safe_load((ROOT / "profiles" / "demo.yaml").read_text())
     data["models"] = [m for m in data["models"] if m["kind"] in ("embedding", "chat")]
+    for m in data["models"]:
+        m["env"] = {**m.get("env", {}), **(model_env or {})}
     base = free_ports(len(data["models"]))
     data["proxy"], data["worker_port_base"] = {"host": "127.0.0.1", "port": base - 1}, base
-    profile = home / "bench-demo.yaml"
+    profile = home / name
     profile.write_text(yaml.safe_dump(data, sort_keys=False))
-    env = {"MEMORIA_HOME": str(home), "MEMORIA_RUNTIMES": str(Home.from_env().runtimes)}
-    for step in (("pull", "-p", str(profile)), ("up", "-d", "-p", str(profile))):
-        r = memoria(*step, env=env)
-        if r.returncode != 0:
-            raise SystemExit(r.stderr)
-    return _urls(env)
+    return profile, {"MEMORIA_HOME": str(home), "MEMORIA_RUNTIMES": str(Home.from_env().runtimes)}
 
 
 def _urls(env: dict) -> tuple[str, dict[str, str], dict]:
@@ -78,6 +91,39 @@ def median(xs: list[float]) -> float:
     import statistics
 
     return statistics.median(xs)
+
+
+def measure(base: str, path: str, body: dict, conc: int, n: int, headers: dict | None = None) \
+        -> tuple[float, list[float]]:
+    """n requests from `conc` threads over one pooled keep-alive client (as an SDK would)."""
+    lat: list[float] = []
+    client = httpx.Client(timeout=120, headers=headers,
+                          limits=httpx.Limits(max_connections=conc, max_keepalive_connections=conc))
+
+    def one(_: int, body: dict = body) -> None:
+        t = time.perf_counter()
+        if body.get("stream"):
+            with client.stream("POST", base + path, json=body) as r:
+                r.raise_for_status()
+                for _chunk in r.iter_bytes():
+                    pass
+        else:
+            client.post(base + path, json=body).raise_for_status()
+        lat.append(time.perf_counter() - t)
+
+    warm = {**body, "max_tokens": 1} if "max_tokens" in body else body  # same route, one token: cheap
+    with client:
+        with ThreadPoolExecutor(conc) as pool:  # open `conc` connections, as the measured run will use
+            list(pool.map(partial(one, body=warm), range(conc)))
+        lat.clear()
+        t = time.perf_counter()
+        with ThreadPoolExecutor(conc) as pool:
+            list(pool.map(one, range(n)))
+        return n / (time.perf_counter() - t), sorted(lat)
+
+
+def pct(xs: list[float], q: float) -> float:
+    return xs[min(len(xs) - 1, int(len(xs) * q))]
 
 
 def timed(fn) -> float:

@@ -16,13 +16,10 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-import httpx
-from common import demo_stack, interleave, median, memoria, tiny_stack
+from common import demo_stack, interleave, measure, median, memoria, pct, tiny_stack
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 STACK = sys.argv[2] if len(sys.argv) > 2 else "demo"
@@ -43,39 +40,6 @@ WORKLOADS = {
         "model": CHAT, "max_tokens": 128, "ignore_eos": True, "stream": True,
         "messages": [{"role": "user", "content": "hi"}]}),
 }
-
-
-def measure(base: str, path: str, body: dict, conc: int, n: int, headers: dict | None = None) \
-        -> tuple[float, list[float]]:
-    """n requests from `conc` threads over one pooled keep-alive client (as an SDK would)."""
-    lat: list[float] = []
-    client = httpx.Client(timeout=120, headers=headers,
-                          limits=httpx.Limits(max_connections=conc, max_keepalive_connections=conc))
-
-    def one(_: int, body: dict = body) -> None:
-        t = time.perf_counter()
-        if body.get("stream"):
-            with client.stream("POST", base + path, json=body) as r:
-                r.raise_for_status()
-                for _chunk in r.iter_bytes():
-                    pass
-        else:
-            client.post(base + path, json=body).raise_for_status()
-        lat.append(time.perf_counter() - t)
-
-    warm = {**body, "max_tokens": 1} if "max_tokens" in body else body  # same route, one token: cheap
-    with client:
-        with ThreadPoolExecutor(conc) as pool:  # open `conc` connections, as the measured run will use
-            list(pool.map(partial(one, body=warm), range(conc)))
-        lat.clear()
-        t = time.perf_counter()
-        with ThreadPoolExecutor(conc) as pool:
-            list(pool.map(one, range(n)))
-        return n / (time.perf_counter() - t), sorted(lat)
-
-
-def pct(xs: list[float], q: float) -> float:
-    return xs[min(len(xs) - 1, int(len(xs) * q))]
 
 
 LITELLM = {"x-memoria-route": "litellm"}

@@ -18,6 +18,7 @@ from typing import Any
 
 from memoria_cli import processes
 from memoria_cli.errors import PreflightError, StartError
+from memoria_cli.files import write_atomic
 from memoria_cli.home import Home
 from memoria_cli.inventory import Inventory, inventory_for
 from memoria_cli.model_facts import read_facts
@@ -52,6 +53,12 @@ def make_plan(profile: Profile, gpus: str | None) -> tuple[Inventory, Plan]:
     inv = inventory_for(gpus)
     facts = {m.name: read_facts(m) for m in profile.models}
     return inv, plan(profile, inv, facts)
+
+
+def write_vllm_site(folder: Path) -> None:
+    """memoria's start-up hook for vLLM (vllm_hooks.py), where CPU workers' PYTHONPATH looks for it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / "sitecustomize.py", Path(__file__).with_name("vllm_hooks.py").read_text(encoding="utf-8"))
 
 
 def prepare(home: Home, profile_name: str, gpus: str | None = None) -> Stack:
@@ -246,6 +253,7 @@ def supervise(stack: Stack, on_tick: Callable[[Supervisor, str], None] | None = 
         for note in preflight(stack):
             print(f"memoria: {note}", flush=True)
         write_config(stack.home.proxy_config, stack.proxy_config)
+        write_vllm_site(stack.home.vllm_site)
         while not stopping:
             for name in restart_requests(stack.home):
                 if any(p.name == name for p in sup.procs):

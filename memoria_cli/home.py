@@ -47,6 +47,11 @@ class Home:
         return self.root / "cache"
 
     @property
+    def vllm_site(self) -> Path:
+        """Named by CPU workers' PYTHONPATH: holds memoria_cli/vllm_hooks.py as sitecustomize.py."""
+        return self.root / "vllm-site"
+
+    @property
     def marker(self) -> str:
         """A tag put in every child's environment so its processes can be found and swept, and only ours."""
         return hashlib.sha256(str(self.root).encode()).hexdigest()[:12]

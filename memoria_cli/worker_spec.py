@@ -12,6 +12,7 @@ from pathlib import Path
 from memoria_cli.home import Home
 from memoria_cli.planner import Plan, WorkerPlan
 from memoria_cli.profile import ModelEntry, Profile
+from memoria_cli.vllm_hooks import PAUSE_ENV
 
 PROXY = "proxy"
 MARKER_ENV = "MEMORIA_MARKER"
@@ -51,8 +52,11 @@ def kind_args(entry: ModelEntry) -> list[str]:
     return []
 
 
+SPIN_PAUSE_US = "100"  # see vllm_hooks.py: vLLM's step hand-over sleeps this long instead of spinning, on CPU
+
+
 def worker_spec(w: WorkerPlan, entry: ModelEntry, vllm_exe: str, log: Path, marker: str,
-                cache_dir: Path) -> ProcessSpec:
+                cache_dir: Path, site: Path) -> ProcessSpec:
     argv = [vllm_exe, "serve", entry.model, "--served-model-name", w.name,
             "--host", "127.0.0.1", "--port", str(w.port),
             "--max-model-len", str(w.context), "--max-num-seqs", str(w.max_num_seqs),
@@ -78,6 +82,7 @@ def worker_spec(w: WorkerPlan, entry: ModelEntry, vllm_exe: str, log: Path, mark
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in w.devices)
     else:
         env["VLLM_CPU_OMP_THREADS_BIND"] = w.cpu_cores or "auto"
+        env["PYTHONPATH"], env[PAUSE_ENV] = str(site), SPIN_PAUSE_US  # site: memoria's vllm_hooks.py
         remove = ("VLLM_CPU_KVCACHE_SPACE",)  # it would override --kv-cache-memory-bytes
     if entry.model.startswith("/"):
         env["HF_HUB_OFFLINE"] = "1"  # a local folder: never ask the hub about it
@@ -111,8 +116,8 @@ def proxy_spec(plan: Plan, litellm_exe: str, config: Path, log: Path, marker: st
 
 def specs_for(plan: Plan, profile: Profile, vllm_exe: str, home: Home) -> list[ProcessSpec]:
     """Every worker's spec, logging and caching under `home`."""
-    return [worker_spec(w, profile.model(w.name), vllm_exe, home.log_for(w.name), home.marker, home.cache)
-            for w in plan.workers]
+    return [worker_spec(w, profile.model(w.name), vllm_exe, home.log_for(w.name), home.marker, home.cache,
+                        home.vllm_site) for w in plan.workers]
 
 
 def render_argv(spec: ProcessSpec) -> str:

@@ -13,6 +13,7 @@ from memoria_cli.model_facts import read_facts
 from memoria_cli.planner import plan
 from memoria_cli.profile import load_profile, parse_profile
 from memoria_cli.runtimes import Runtimes
+from memoria_cli.vllm_hooks import PAUSE_ENV
 from memoria_cli.worker_spec import MARKER_ENV, worker_spec
 from tests.conftest import DEFAULT_RUNTIMES, TOOLS
 
@@ -22,7 +23,7 @@ DEFAULT = load_profile("default")
 def specs(profile, inv):
     facts = {m.name: read_facts(m) for m in profile.models}
     p = plan(profile, inv, facts)
-    return p, [worker_spec(w, profile.model(w.name), "vllm", Path("/tmp/x.log"), "abc", Path("/tmp/c"))
+    return p, [worker_spec(w, profile.model(w.name), "vllm", Path("/tmp/x.log"), "abc", Path("/tmp/c"), Path("/tmp/s"))
                for w in p.workers]
 
 
@@ -47,6 +48,7 @@ def test_default_profile_on_l4_argv():
     for s in ss:
         assert s.env["CUDA_VISIBLE_DEVICES"] == "0"
         assert s.env["VLLM_NO_USAGE_STATS"] == "1" and s.env[MARKER_ENV] == f"abc/{s.name}"
+        assert PAUSE_ENV not in s.env and "PYTHONPATH" not in s.env  # GPU hosts keep vLLM's spinning
 
 
 def test_tensor_parallel_and_cpu_flags(tmp_path):
@@ -63,6 +65,7 @@ def test_tensor_parallel_and_cpu_flags(tmp_path):
         Inventory(cpu=Cpu(total=24 << 30, available=20 << 30, cores=2)))
     assert "--gpu-memory-utilization" not in c.argv and "--enforce-eager" in c.argv
     assert c.env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1" and "VLLM_CPU_KVCACHE_SPACE" in c.remove_env
+    assert c.env["PYTHONPATH"] == "/tmp/s" and int(c.env[PAUSE_ENV]) > 0  # vllm_hooks.py: pause, not spin
 
 
 def vllm_parse(argvs: list[list[str]]) -> list[dict]:

@@ -1,0 +1,62 @@
+"""Bench 5: CPU workers with memoria's pause (vllm_hooks.py) vs vLLM's own spin-wait between engine steps.
+
+usage: python bench/spin_pause.py [ROUNDS=4] [CYCLES=2]
+The demo's embedding and chat models (all-MiniLM-L6-v2, SmolLM2-135M). The pause is fixed when a worker starts,
+so the two configurations cannot be interleaved request by request: the stack is started CYCLES times in each,
+alternating (pause, spin, pause, spin, ...), and every start measures ROUNDS interleaved rounds of one-text
+embeddings and 16-token chats at concurrency 16, direct to the worker and through :8200.
+Printed: median throughput per configuration and arm, and the proxied/direct ratio within each.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from functools import partial
+from pathlib import Path
+
+from common import _urls, demo_profile, interleave, measure, median, memoria
+
+from memoria_cli.vllm_hooks import PAUSE_ENV
+
+ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 4
+CYCLES = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+ROWS = {"embed 1 text": ("demo-embed", "/embeddings", {"model": "demo-embed", "input": "one sentence about the sun"},
+                         160),
+        "chat 16 tokens": ("demo-chat", "/chat/completions", {
+            "model": "demo-chat", "max_tokens": 16, "ignore_eos": True,
+            "messages": [{"role": "user", "content": "hi"}]}, 48)}
+home = Path(tempfile.mkdtemp(prefix="memoria-bench-")) / "home"
+configs = {"pause (memoria)": demo_profile(home, name="pause.yaml")[0],
+           "spin (vLLM as is)": demo_profile(home, {PAUSE_ENV: "0"}, name="spin.yaml")[0]}
+_, env = demo_profile(home)
+r = memoria("pull", "-p", str(configs["spin (vLLM as is)"]), env=env)
+if r.returncode != 0:
+    raise SystemExit(r.stderr)
+got: dict[tuple[str, str, str], list[float]] = {}
+for _cycle in range(CYCLES):
+    for config, profile in configs.items():
+        r = memoria("up", "-d", "-p", str(profile), env=env)
+        if r.returncode != 0:
+            raise SystemExit(r.stderr)
+        try:
+            proxy, direct, _ = _urls(env)
+            for row, (worker, path, body, n) in ROWS.items():
+                d, f = interleave(ROUNDS, partial(measure, direct[worker], path, body, 16, n),
+                                  partial(measure, proxy, path, body, 16, n))
+                got.setdefault((config, row, "direct"), []).extend(x[0] for x in d)
+                got.setdefault((config, row, "proxy"), []).extend(x[0] for x in f)
+                print(config, row, [round(x[0]) for x in d], [round(x[0]) for x in f], file=sys.stderr, flush=True)
+        finally:
+            memoria("down", env=env)
+
+print(f"{'workload (conc 16)':18} {'configuration':18} {'direct/s':>9} {'proxy/s':>9} {'ratio':>6}")
+for row in ROWS:
+    for config in configs:
+        d, f = median(got[config, row, "direct"]), median(got[config, row, "proxy"])
+        print(f"{row:18} {config:18} {d:9.0f} {f:9.0f} {f / d:6.2f}")
+pause, spin = configs
+e = {c: (median(got[c, "embed 1 text", "direct"]), median(got[c, "embed 1 text", "proxy"])) for c in configs}
+print(f"headline: one-text embeddings at concurrency 16, through :8200 with the pause vs vLLM's spin: "
+      f"{e[pause][1] / e[spin][1]:.2f}x; direct {e[pause][0] / e[spin][0]:.2f}x; proxied/direct "
+      f"{e[pause][1] / e[pause][0]:.2f} (pause) vs {e[spin][1] / e[spin][0]:.2f} (spin)")
