@@ -7,9 +7,9 @@ after every message, wait for the next one by spinning on `sched_yield()`. On a 
 microseconds off each step; on a CPU host the spinning takes the cores that the model, the API server and the
 proxy need. Measured on 2 cores: a full core for the second after each request (0.1 s of it with the pause);
 under a stream of embedding batches py-spy found the engine core 35 % and the model worker 42 % of their
-samples in `sched_yield`; one-text embeddings of all-MiniLM-L6-v2, 16 at a time,
-swung between 104 and 406 requests/s from one run to the next, and held at 370-436/s with a 100 µs sleep in
-its place (`bench/spin_pause.py`).
+samples in `sched_yield`; one-text embeddings of all-MiniLM-L6-v2, 16 at a time through
+the proxy, swung between 89 and 298 requests/s from one run to the next, and ran at 364-503/s with a 100 µs
+sleep in its place (`bench/spin_pause.py`).
 
 MEMORIA_SPIN_PAUSE_US (set by memoria on CPU workers) is the pause in microseconds; 0 or unset leaves vLLM's
 spinning as it is (a profile can set it to 0 in a model's `env`).
