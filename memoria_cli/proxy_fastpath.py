@@ -52,7 +52,6 @@ class Target:
     body: bytes
     chat: bool
     api_key: str | None
-    stream: bool = False
 
 
 def pick_deployment(router: Any, model: Any) -> tuple[str, str, str | None] | None:
@@ -89,8 +88,7 @@ def plan_request(path: str, raw: bytes, router: Any) -> Target | None:
     if body["model"] != name:
         body["model"] = name
         raw = _dumps(body)
-    return Target(url=base + suffix, body=raw, chat=suffix == "/chat/completions", api_key=key,
-                  stream=body.get("stream") is True)
+    return Target(url=base + suffix, body=raw, chat=suffix == "/chat/completions", api_key=key)
 
 
 def _dumps(obj: Any) -> bytes:

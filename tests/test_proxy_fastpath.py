@@ -42,8 +42,9 @@ def test_an_alias_is_resolved_by_the_router_and_the_model_renamed_upstream():
     t = fp.plan_request("/v1/embeddings", b'{"model": "Org/Embed-HF", "input": ["a", "b"]}', ROUTER)
     assert json.loads(t.body) == {"model": "embed", "input": ["a", "b"]}
     t = fp.plan_request("/v1/chat/completions", b'{"model": "chat", "messages": []}', ROUTER)
-    assert t.chat and not t.stream and t.api_key == "sk-up" and json.loads(t.body)["model"] == "chat-upstream"
-    assert fp.plan_request("/v1/chat/completions", b'{"model": "chat", "messages": [], "stream": true}', ROUTER).stream
+    assert t.chat and t.api_key == "sk-up" and json.loads(t.body)["model"] == "chat-upstream"
+    t = fp.plan_request("/v1/chat/completions", b'{"model": "chat", "messages": [], "stream": true}', ROUTER)
+    assert t.chat and json.loads(t.body) == {"model": "chat-upstream", "messages": [], "stream": True}
 
 
 @pytest.mark.parametrize(("path", "raw"), [
