@@ -35,7 +35,7 @@ def tiny_stack(home: Path, port_base: int = 23301):
     r = memoria("up", "-d", "-p", str(profile), env=env)
     if r.returncode != 0:
         raise SystemExit(r.stderr)
-    return _urls(env)
+    return stack_urls(env)
 
 
 def demo_stack(home: Path):
@@ -46,7 +46,7 @@ def demo_stack(home: Path):
         r = memoria(*step, env=env)
         if r.returncode != 0:
             raise SystemExit(r.stderr)
-    return _urls(env)
+    return stack_urls(env)
 
 
 def demo_profile(home: Path, model_env: dict[str, str] | None = None, name: str = "bench-demo.yaml") \
@@ -70,7 +70,7 @@ def demo_profile(home: Path, model_env: dict[str, str] | None = None, name: str 
     return profile, {"MEMORIA_HOME": str(home), "MEMORIA_RUNTIMES": str(Home.from_env().runtimes)}
 
 
-def _urls(env: dict) -> tuple[str, dict[str, str], dict]:
+def stack_urls(env: dict) -> tuple[str, dict[str, str], dict]:
     state = json.loads(memoria("status", "--json", env=env).stdout)
     direct = {n: f"http://127.0.0.1:{p['port']}/v1" for n, p in state["processes"].items() if n != "proxy"}
     return state["url"], direct, env

@@ -15,7 +15,7 @@ import tempfile
 from functools import partial
 from pathlib import Path
 
-from common import _urls, demo_profile, interleave, measure, median, memoria
+from common import demo_profile, interleave, measure, median, memoria, stack_urls
 
 from memoria_cli.vllm_hooks import PAUSE_ENV
 
@@ -26,10 +26,10 @@ CHAT = ("demo-chat", "/chat/completions", {"model": "demo-chat", "max_tokens": 1
                                            "messages": [{"role": "user", "content": "hi"}]})
 ROWS = {("embed 1 text", 1): (*EMBED, 100), ("embed 1 text", 16): (*EMBED, 160), ("chat 16 tokens", 16): (*CHAT, 48)}
 home = Path(tempfile.mkdtemp(prefix="memoria-bench-")) / "home"
-configs = {"pause (memoria)": demo_profile(home, name="pause.yaml")[0],
+pause_profile, env = demo_profile(home, name="pause.yaml")
+configs = {"pause (memoria)": pause_profile,
            "spin (vLLM as is)": demo_profile(home, {PAUSE_ENV: "0"}, name="spin.yaml")[0]}
-_, env = demo_profile(home)
-r = memoria("pull", "-p", str(configs["spin (vLLM as is)"]), env=env)
+r = memoria("pull", "-p", str(pause_profile), env=env)
 if r.returncode != 0:
     raise SystemExit(r.stderr)
 got: dict[tuple, list[float]] = {}
@@ -39,7 +39,7 @@ for _cycle in range(CYCLES):
         if r.returncode != 0:
             raise SystemExit(r.stderr)
         try:
-            proxy, direct, _ = _urls(env)
+            proxy, direct, _ = stack_urls(env)
             for row, (worker, path, body, n) in ROWS.items():
                 d, f = interleave(ROUNDS, partial(measure, direct[worker], path, body, row[1], n),
                                   partial(measure, proxy, path, body, row[1], n))

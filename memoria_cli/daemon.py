@@ -18,7 +18,7 @@ from typing import Any
 
 from memoria_cli import processes
 from memoria_cli.errors import PreflightError, StartError
-from memoria_cli.files import write_atomic
+from memoria_cli.files import copy_module
 from memoria_cli.home import Home
 from memoria_cli.inventory import Inventory, inventory_for
 from memoria_cli.model_facts import read_facts
@@ -57,8 +57,7 @@ def make_plan(profile: Profile, gpus: str | None) -> tuple[Inventory, Plan]:
 
 def write_vllm_site(folder: Path) -> None:
     """memoria's start-up hook for vLLM (vllm_hooks.py), where CPU workers' PYTHONPATH looks for it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / "sitecustomize.py", Path(__file__).with_name("vllm_hooks.py").read_text(encoding="utf-8"))
+    copy_module("vllm_hooks.py", folder / "sitecustomize.py")
 
 
 def prepare(home: Home, profile_name: str, gpus: str | None = None) -> Stack:

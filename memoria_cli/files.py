@@ -15,3 +15,9 @@ def write_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def copy_module(name: str, dest: Path) -> None:
+    """One of memoria's own modules, copied where another program's Python loads it (LiteLLM's plug-ins beside
+    its config, vLLM's start-up hook)."""
+    write_atomic(dest, Path(__file__).with_name(name).read_text(encoding="utf-8"))

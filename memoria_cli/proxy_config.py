@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from memoria_cli.errors import PreflightError
-from memoria_cli.files import write_atomic
+from memoria_cli.files import copy_module, write_atomic
 from memoria_cli.planner import Plan
 from memoria_cli.profile import Profile
 
@@ -83,8 +83,7 @@ def write_config(path: Path, config: dict[str, Any]) -> None:
     from the config's folder)."""
     import yaml
 
-    here = Path(__file__).resolve().parent
     for copy, source in PLUGIN_FILES.items():
-        write_atomic(path.with_name(copy), (here / source).read_text(encoding="utf-8"))
+        copy_module(source, path.with_name(copy))
     write_atomic(path, "# written by memoria from the plan; edits are overwritten at the next `up`\n"
                  + yaml.safe_dump(config, sort_keys=False))

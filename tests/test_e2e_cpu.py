@@ -96,9 +96,10 @@ def test_cpu_workers_sleep_between_steps_instead_of_spinning(client, tiny_stack)
 
     from memoria_cli.processes import marked
     from memoria_cli.vllm_hooks import PAUSE_ENV
+    from memoria_cli.worker_spec import MARKER_ENV
 
     [api] = [p for p in marked(tiny_stack["state"]["marker"])
-             if p.environ()["MEMORIA_MARKER"].endswith("/tiny-embed") and p.name() == "vllm"]
+             if p.environ()[MARKER_ENV].endswith("/tiny-embed") and p.name() == "vllm"]
     assert api.environ().get(PAUSE_ENV) == "100"
     procs = [api, *api.children(recursive=True)]  # their /proc environ is overwritten by setproctitle
     assert {"VLLM::EngineCore", "VLLM::Worker"} <= {p.name() for p in procs}
