@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import signal
 import time
 from collections.abc import Callable
@@ -151,21 +150,6 @@ def tail(path: Path, lines: int) -> list[str]:
             return f.read().decode(errors="replace").splitlines()[-lines:]
     except OSError:
         return []
-
-
-_KV_TOKENS = re.compile(r"KV cache size: ([\d,]+) tokens")
-_CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
-
-
-def vllm_report(lines: list[str]) -> dict[str, float]:
-    """What vLLM itself said at start-up (KV tokens, concurrency): shown beside the plan by `status`."""
-    out: dict[str, float] = {}
-    for line in lines:
-        if m := _KV_TOKENS.search(line):
-            out["kv_tokens"] = int(m.group(1).replace(",", ""))
-        if m := _CONCURRENCY.search(line):
-            out["max_concurrency"] = float(m.group(2))
-    return out
 
 
 # --------------------------------------------------------------------------------------------- state

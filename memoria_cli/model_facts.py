@@ -21,12 +21,30 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 
 @dataclass(frozen=True)
 class Facts:
-    weights: int  # bytes on disk, as the checkpoint stores them
-    kv_per_token: int  # bytes of KV cache per token at the checkpoint's dtype
+    """A model's shape as vLLM's memory code sees it: the attention layers that hold KV cache (their KV heads
+    and head size make the per-layer KV spec), and the widths that size the profile run's activations."""
+
+    weights: int  # bytes on disk, as the checkpoint stores them (FP8 linears at 1 byte, their scales, bf16 rest)
+    layers: int  # attention layers with a KV cache (Whisper: decoder layers)
+    kv_heads: int
+    head_dim: int
     max_context: int
     dtype_bytes: int  # the checkpoint's float dtype
     quantization: str | None  # e.g. "fp8": weights are not scaled by the served dtype
     source: str  # "config.json at PATH" or "profile facts"
+    hidden: int = 0  # 0: unknown (activation then falls back to the kind's default)
+    intermediate: int = 0
+    heads: int = 0
+    vocab: int = 0
+    cross_tokens: int = 0  # encoder positions each request's cross-attention caches (Whisper: 1500)
+    encoder_hidden: int = 0  # the audio / vision encoder that vLLM profiles with its largest input
+    encoder_ffn: int = 0
+    encoder_tokens: int = 0  # encoder tokens of one maximal input item (30 s of audio, the largest image)
+
+    @property
+    def kv_per_token(self) -> int:
+        """KV bytes per token at the checkpoint's dtype: 2 (K and V) x layers x kv_heads x head_dim x bytes."""
+        return 2 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes
 
     def served(self, dtype: str | None) -> tuple[int, int]:
         """(weights, kv_per_token) when served as `dtype` (None/auto keeps the checkpoint's)."""
@@ -65,27 +83,34 @@ def local_folder(entry: ModelEntry) -> Path | None:
 
 
 def facts_from_config(cfg: dict[str, Any], weights: int, source: str) -> Facts:
-    """Pure: KV bytes/token = 2 (K and V) x layers x kv_heads x head_dim x dtype bytes."""
+    """Pure: the shape from a Hugging Face config.json (a multimodal model's text part, Whisper's decoder)."""
     text = cfg.get("text_config") or cfg.get("llm_config") or cfg
     dtype = str(text.get("torch_dtype") or text.get("dtype") or cfg.get("torch_dtype") or cfg.get("dtype")
                 or "bfloat16")
     dbytes = DTYPE_BYTES.get(dtype.replace("torch.", ""), 2)
     quant = (cfg.get("quantization_config") or {}).get("quant_method")
-    if "decoder_layers" in text:  # encoder-decoder (Whisper): the decoder's self-attention is what grows
+    if "decoder_layers" in text:  # encoder-decoder (Whisper): decoder self-attention + cross-attention caches
         layers = int(text["decoder_layers"])
         heads = int(text.get("decoder_attention_heads", 1))
-        head_dim = int(text["d_model"]) // heads
-        kv_heads = heads
-        max_ctx = int(text.get("max_target_positions", 448))
-    else:
-        layers = int(text["num_hidden_layers"])
-        heads = int(text.get("num_attention_heads", 1))
-        kv_heads = int(text.get("num_key_value_heads") or heads)
-        head_dim = int(text.get("head_dim") or int(text["hidden_size"]) // heads)
-        max_ctx = int(text.get("max_position_embeddings") or cfg.get("max_position_embeddings") or 2048)
-    kv = 2 * layers * kv_heads * head_dim * dbytes
-    return Facts(weights=weights, kv_per_token=kv, max_context=max_ctx, dtype_bytes=dbytes,
-                 quantization=str(quant).lower() if quant else None, source=source)
+        hidden = int(text["d_model"])
+        return Facts(weights=weights, layers=layers, kv_heads=heads, head_dim=hidden // heads,
+                     max_context=int(text.get("max_target_positions", 448)), dtype_bytes=dbytes,
+                     quantization=str(quant).lower() if quant else None, source=source, hidden=hidden,
+                     intermediate=int(text.get("decoder_ffn_dim", 4 * hidden)), heads=heads,
+                     vocab=int(text.get("vocab_size", 0)), cross_tokens=int(text.get("max_source_positions", 1500)),
+                     encoder_hidden=hidden, encoder_ffn=int(text.get("encoder_ffn_dim", 4 * hidden)),
+                     encoder_tokens=int(text.get("max_source_positions", 1500)))
+    layers = int(text["num_hidden_layers"])
+    heads = int(text.get("num_attention_heads", 1))
+    hidden = int(text.get("hidden_size", 0))
+    vision = cfg.get("vision_config") or {}
+    return Facts(weights=weights, layers=layers, kv_heads=int(text.get("num_key_value_heads") or heads),
+                 head_dim=int(text.get("head_dim") or hidden // heads),
+                 max_context=int(text.get("max_position_embeddings") or cfg.get("max_position_embeddings") or 2048),
+                 dtype_bytes=dbytes, quantization=str(quant).lower() if quant else None, source=source,
+                 hidden=hidden, intermediate=int(text.get("intermediate_size", 0)), heads=heads,
+                 vocab=int(text.get("vocab_size") or cfg.get("vocab_size") or 0),
+                 encoder_hidden=int(vision.get("hidden_size", 0)), encoder_ffn=int(vision.get("intermediate_size", 0)))
 
 
 def read_facts(entry: ModelEntry) -> Facts:
@@ -104,10 +129,12 @@ def read_facts(entry: ModelEntry) -> Facts:
                                 "check the folder, or add `facts:` to the profile") from None
     if entry.facts is not None:
         f = entry.facts
-        kv = 2 * f.layers * f.kv_heads * f.head_dim * f.kv_dtype_bytes
         quant = "fp8" if "fp8" in entry.model.lower() else None
-        return Facts(weights=f.weights, kv_per_token=kv, max_context=f.max_context, dtype_bytes=f.kv_dtype_bytes,
-                     quantization=quant, source="profile facts")
+        return Facts(weights=f.weights, layers=f.layers, kv_heads=f.kv_heads, head_dim=f.head_dim,
+                     max_context=f.max_context, dtype_bytes=f.kv_dtype_bytes, quantization=quant,
+                     source="profile facts", hidden=f.hidden, intermediate=f.intermediate, heads=f.heads,
+                     vocab=f.vocab, cross_tokens=f.cross_tokens, encoder_hidden=f.encoder_hidden,
+                     encoder_ffn=f.encoder_ffn, encoder_tokens=f.encoder_tokens)
     if entry.source is not None:
         raise PlanError(f"{entry.name}: not in the model store yet ({entry.model})",
                         "run `memoria pull -p PROFILE` (`memoria up` does it too)")

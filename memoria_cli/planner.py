@@ -1,12 +1,12 @@
-"""The memory plan: which worker runs where, with how much KV cache, what context and concurrency. Pure.
+"""The memory plan: which worker runs where, with how much memory, what context and concurrency. Pure.
 
-vLLM facts this rests on (vLLM 0.32, vllm/v1/worker/gpu_worker.py and vllm/config/cache.py):
-- `--gpu-memory-utilization` is a fraction of the GPU's TOTAL memory one instance may use; at start vLLM
-  requires free >= GMU x total, then fills its share with KV cache unless `--kv-cache-memory-bytes` fixes it.
-- A worker must hold one full `--max-model-len` sequence in its KV cache or it refuses to start.
-- Non-KV memory = weights + peak activation + CUDA context/allocator + CUDA graphs (0 with --enforce-eager).
-So: sum the fixed costs per GPU, keep a margin, share the rest as KV by weight (water-filling, each worker
-capped at what it can use), derive context and concurrency, and fail before launching if floors do not fit.
+On GPUs each worker gets a utilization budget (`--gpu-memory-utilization`) that vLLM fills itself: it
+measures weights, activation, graphs and non-torch memory inside it and gives the rest to the KV cache
+(gpu_memory.py says how, with vLLM's source lines). memoria estimates those figures to split each card:
+sum what every worker needs at its context floor, keep a margin, share the rest as KV cache by weight
+(water-filling, each worker capped at what its wished context and concurrency can use), fix each context so
+vLLM's admission check passes (the null block held back), and fail before launching if the floors do not fit,
+naming the smallest changes that do fit, each found by planning it.
 """
 
 from __future__ import annotations
@@ -16,28 +16,38 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from memoria_cli.errors import PlanError
+from memoria_cli.gpu_memory import (
+    BLOCK_SIZE,
+    CUDA_CONTEXT,
+    KvLayout,
+    WorkerMemory,
+    batched_tokens,
+    kv_layout,
+    worker_memory,
+)
 from memoria_cli.inventory import Cpu, Gpu, Inventory
 from memoria_cli.model_facts import Facts
 from memoria_cli.profile import Kind, ModelEntry, Profile
 from memoria_cli.units import GiB, MiB, fmt_size
 
-# Per-kind defaults: (context wish, context floor, max concurrent sequences, peak activation on GPU).
-KIND_DEFAULTS: dict[str, tuple[int, int, int, int]] = {
-    "embedding": (8192, 512, 64, GiB // 2),
-    "chat": (32768, 4096, 32, 1 * GiB),
-    "vision": (16384, 4096, 8, 2 * GiB),
-    "transcription": (448, 448, 4, 3 * GiB // 2),
+# Per-kind defaults: (context wish, context floor, max concurrent sequences).
+KIND_DEFAULTS: dict[str, tuple[int, int, int]] = {
+    "embedding": (8192, 512, 64),
+    "chat": (32768, 4096, 32),
+    "vision": (16384, 4096, 8),
+    "transcription": (448, 448, 4),
 }
-CUDA_CONTEXT = 3 * GiB // 4  # CUDA context + allocator slack per process (DESIGN §2: 0.5-1 GiB)
-CUDA_GRAPHS = GiB // 2  # captured graphs; 0 with --enforce-eager
-GPU_MARGIN_FRACTION = 0.04  # of total, on top of what other processes already hold
+GPU_MARGIN_FRACTION = 0.03  # of total, on top of what other processes already hold (NVML's free figure)
+GMU_STEP = 10_000  # utilization is written with 4 decimals, rounded up: each worker may take total / 10^4 more
+FP8_MIN_CAPABILITY = (7, 5)  # Fp8Config.get_min_capability() == 75 in vLLM 0.32 (Marlin weight-only below 8.9)
+FP8_KV_MIN_CAPABILITY = (8, 9)  # FP8 KV cache where the card computes in FP8 (Ada, Hopper and later)
 CPU_PROCESS_OVERHEAD = 2 * GiB  # measured: ~2.4 GB RSS for a tiny model with 256 MiB KV (notes/cpu-stack.md)
 CPU_ACTIVATION = GiB // 4
 CPU_MARGIN_FRACTION = 0.10
 CPU_PROXY_RESERVE = GiB // 2  # the LiteLLM proxy (~0.35 GB RSS) runs beside the workers
 CPU_KV_FLOOR = 64 * MiB
 CPU_KV_CAP = 2 * GiB  # RAM is shared with everything else: do not hoard it
-CONTEXT_STEP = 16  # vLLM block size
+CPU_BATCHED_TOKENS = 2048  # vLLM's CPU default for the API server (engine/arg_utils.py `get_batch_defaults`)
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,7 @@ class WorkerPlan:
     tensor_parallel: int
     dtype: str | None
     weights: int  # total across its GPUs
-    fixed: int  # weights + activation + context + graphs, total across its GPUs
+    fixed: int  # everything but the KV cache (CUDA contexts included), total across its GPUs
     kv_bytes: int  # total across its GPUs
     kv_per_token: int
     context: int
@@ -59,10 +69,18 @@ class WorkerPlan:
     cpu_cores: str | None = None  # VLLM_CPU_OMP_THREADS_BIND on the CPU engine
     facts_source: str = ""
     why: tuple[str, ...] = ()
+    max_num_batched_tokens: int = CPU_BATCHED_TOKENS
+    activation: int = 0  # per GPU (the profile run's peak)
+    graphs: int = 0  # per GPU
+    non_torch: int = 0  # per GPU
+    cuda_context: int = 0  # per GPU, outside the utilization figure
+    kv_cache_dtype: str = "auto"
+    kv_tokens: int = 0  # what vLLM will log as "KV cache size: N tokens"
+    concurrency: float = 0.0  # vLLM's "Maximum concurrency for <context> tokens per request"
 
     @property
     def sequences_at_full_context(self) -> float:
-        return self.kv_bytes / max(1, self.kv_per_token * self.context)
+        return self.concurrency or self.kv_bytes / max(1, self.kv_per_token * self.context)
 
     @property
     def budget(self) -> int:
@@ -113,22 +131,45 @@ class _Need:
     dtype: str | None
     weights: int
     kv_per_token: int
-    activation: int
-    graphs: int
     wish: int
     floor: int
     seqs: int
+    kv_dtype: str = "auto"  # "fp8" when the profile asks for it and the card supports it
+    batched: int = CPU_BATCHED_TOKENS
+    card: Gpu | None = None  # the smallest GPU: what the GPU figures are computed for
+
+    def memory(self, tp: int = 1) -> WorkerMemory:
+        assert self.card is not None
+        return worker_memory(self.facts, self.entry.kind, self.weights, act_bytes=2, tp=tp,
+                             max_num_seqs=self.seqs, max_num_batched_tokens=self.batched,
+                             eager=self.entry.enforce_eager, activation=self.entry.activation)
+
+    def layout(self, tp: int = 1) -> KvLayout:
+        per_elem = 2 * self.facts.layers * self.facts.kv_heads * self.facts.head_dim  # K and V elements a token
+        return kv_layout(self.facts, 1 if self.kv_dtype == "fp8" else self.kv_per_token // per_elem, tp,
+                         self.batched)
 
     def fixed(self, tp: int = 1) -> int:
-        """Per-GPU fixed cost with `tp`-way tensor parallelism: weights and activations split, context not."""
-        return math.ceil((self.weights + self.activation) / tp) + CUDA_CONTEXT + self.graphs
+        """Per GPU, all but the KV cache: the CUDA context plus what vLLM takes out of its budget first."""
+        return CUDA_CONTEXT + self.memory(tp).inside
+
+    def headroom(self, tp: int = 1) -> int:
+        """KV bytes a context is not planned on: should vLLM measure the activation, graphs and non-torch
+        memory at up to 1.5 times memoria's estimate, the context is still admitted (only concurrency shrinks)."""
+        if self.card is None:
+            return 0
+        m = self.memory(tp)
+        return (m.activation + m.graphs + m.non_torch) // 2
 
     def min_kv(self, tp: int = 1) -> int:
-        return math.ceil(self.kv_per_token * self.floor / tp)
+        return self.layout(tp).kv_bytes_for(self.floor) + self.headroom(tp)
 
-    def kv_cap(self, tp: int = 1) -> int:
+    def kv_cap(self, tp: int = 1, seqs: int | None = None) -> int:
         """More KV than this buys nothing: the wished context for every concurrent sequence."""
-        return math.ceil(self.kv_per_token * self.wish * self.seqs / tp)
+        return self.layout(tp).kv_bytes_for(self.wish, seqs or self.seqs) + self.headroom(tp)
+
+    def floor_cost(self, tp: int = 1) -> int:
+        return self.fixed(tp) + self.min_kv(tp)
 
 
 def _served_dtype(entry: ModelEntry, inv: Inventory) -> str | None:
@@ -142,18 +183,28 @@ def _served_dtype(entry: ModelEntry, inv: Inventory) -> str | None:
 
 
 def _need(entry: ModelEntry, facts: Facts, inv: Inventory) -> _Need:
-    wish_d, floor_d, seqs_d, act_d = KIND_DEFAULTS[entry.kind]
+    wish_d, floor_d, seqs_d = KIND_DEFAULTS[entry.kind]
     dtype = _served_dtype(entry, inv)
     weights, kv_tok = facts.served(dtype)
     wish = min(entry.context or wish_d, facts.max_context)
     floor = min(entry.min_context or min(floor_d, wish), wish)
+    seqs = entry.max_num_seqs or seqs_d
     if inv.engine == "cpu":
-        act, graphs = CPU_ACTIVATION, 0
-    else:
-        act = entry.activation if entry.activation is not None else act_d
-        graphs = 0 if entry.enforce_eager else CUDA_GRAPHS
-    return _Need(entry=entry, facts=facts, dtype=dtype, weights=weights, kv_per_token=kv_tok, activation=act,
-                 graphs=graphs, wish=wish, floor=floor, seqs=entry.max_num_seqs or seqs_d)
+        return _Need(entry=entry, facts=facts, dtype=dtype, weights=weights, kv_per_token=kv_tok, wish=wish,
+                     floor=floor, seqs=seqs, batched=entry.max_num_batched_tokens or _cpu_batched(entry, wish, seqs))
+    card = min(inv.gpus, key=lambda g: g.total)
+    kv_dtype = "auto"
+    if entry.kv_cache_dtype == "fp8" and min(g.capability for g in inv.gpus) >= FP8_KV_MIN_CAPABILITY:
+        kv_dtype = "fp8"
+    batched = entry.max_num_batched_tokens or batched_tokens(entry.kind, wish, seqs, card.total, card.name)
+    return _Need(entry=entry, facts=facts, dtype=dtype, weights=weights, kv_per_token=kv_tok, wish=wish,
+                 floor=floor, seqs=seqs, kv_dtype=kv_dtype, batched=batched, card=card)
+
+
+def _cpu_batched(entry: ModelEntry, wish: int, seqs: int) -> int:
+    if entry.kind in ("embedding", "transcription"):  # no chunked prefill: one request must fit a step
+        return min(max(wish, CPU_BATCHED_TOKENS), seqs * wish)
+    return CPU_BATCHED_TOKENS
 
 
 def _waterfill(spare: int, weights: list[float], caps: list[int]) -> list[int]:
@@ -175,8 +226,9 @@ def _waterfill(spare: int, weights: list[float], caps: list[int]) -> list[int]:
 
 
 def _context(kv: int, need: _Need, tp: int) -> int:
+    """CPU: the longest whole-block context the cache holds, within [floor, wish]."""
     fit = kv * tp // max(1, need.kv_per_token)
-    return max(need.floor, min(need.wish, fit // CONTEXT_STEP * CONTEXT_STEP or need.floor))
+    return max(need.floor, min(need.wish, fit // BLOCK_SIZE * BLOCK_SIZE or need.floor))
 
 
 def _why(need: _Need, context: int, dev_names: str) -> tuple[str, ...]:
@@ -185,6 +237,9 @@ def _why(need: _Need, context: int, dev_names: str) -> tuple[str, ...]:
         why.append(f"context {context} < wished {need.wish}: KV cache is what is left on {dev_names}")
     if need.dtype:
         why.append(f"dtype {need.dtype}")
+    if need.entry.kv_cache_dtype == "fp8":
+        why.append("FP8 KV cache (half the bytes per token)" if need.kv_dtype == "fp8" else
+                   "FP8 KV cache asked for, but it needs compute capability >= 8.9: the model's dtype instead")
     return tuple(why)
 
 
@@ -215,20 +270,31 @@ def proxy_workers(setting: int | str, inv: Inventory) -> int:
 # ---------------------------------------------------------------------------------------------- GPUs
 
 
-def _plan_gpus(profile: Profile, gpus: tuple[Gpu, ...], needs: list[_Need], ports: dict[str, int]) -> Plan:
-    margins = {g.index: int(g.total * GPU_MARGIN_FRACTION) for g in gpus}
+def _margins(gpus: tuple[Gpu, ...]) -> dict[int, int]:
+    return {g.index: int(g.total * GPU_MARGIN_FRACTION) for g in gpus}
+
+
+def _place_all(needs: list[_Need], gpus: tuple[Gpu, ...]) -> tuple[dict[str, tuple[int, ...]], dict[int, int]] | None:
+    """Biggest first, each on the GPU with the most room left; None when some floor does not fit."""
+    margins = _margins(gpus)
     room = {g.index: g.free - margins[g.index] for g in gpus}
     placed: dict[str, tuple[int, ...]] = {}
-    _check_fp8(needs, gpus)
-    order = sorted(needs, key=lambda n: n.fixed() + n.min_kv(), reverse=True)  # biggest first
-    for n in order:
+    for n in sorted(needs, key=lambda n: n.floor_cost(), reverse=True):
         spot = _place(n, gpus, room)
         if spot is None:
-            raise _no_fit(profile, gpus, needs, margins, n)
-        tp = len(spot)
+            return None
         for i in spot:
-            room[i] -= n.fixed(tp) + n.min_kv(tp)
+            room[i] -= n.floor_cost(len(spot)) + gpus[i].total // GMU_STEP
         placed[n.entry.name] = spot
+    return placed, room
+
+
+def _plan_gpus(profile: Profile, gpus: tuple[Gpu, ...], needs: list[_Need], ports: dict[str, int]) -> Plan:
+    _check_fp8(needs, gpus)
+    done = _place_all(needs, gpus)
+    if done is None:
+        raise _no_fit(gpus, needs)
+    placed, room = done
     notes = [_fp8_note(n, gpus) for n in needs if n.facts.quantization == "fp8"]
 
     # Share each GPU's spare memory by weight; a TP worker takes the smallest of its per-GPU shares.
@@ -238,29 +304,40 @@ def _plan_gpus(profile: Profile, gpus: tuple[Gpu, ...], needs: list[_Need], port
         if not here:
             continue
         tps = [len(placed[n.entry.name]) for n in here]
-        caps = [max(0, n.kv_cap(tp) - n.min_kv(tp)) for n, tp in zip(here, tps, strict=True)]
-        extra = _waterfill(max(0, room[g.index]), [n.entry.kv_weight for n in here], caps)
-        for n, tp, e in zip(here, tps, extra, strict=True):
-            kv_per_gpu[n.entry.name].append(n.min_kv(tp) + e)
+        weights = [n.entry.kv_weight for n in here]
+        # First every worker's wished context (one full request), then concurrency, each shared by weight.
+        one = [max(0, n.kv_cap(tp, seqs=1) - n.min_kv(tp)) for n, tp in zip(here, tps, strict=True)]
+        first = _waterfill(max(0, room[g.index]), weights, one)
+        caps = [max(0, n.kv_cap(tp) - n.min_kv(tp) - f) for n, tp, f in zip(here, tps, first, strict=True)]
+        then = _waterfill(max(0, room[g.index] - sum(first)), weights, caps)
+        for n, tp, a, b in zip(here, tps, first, then, strict=True):
+            kv_per_gpu[n.entry.name].append(n.min_kv(tp) + a + b)
 
     workers, planned = [], {g.index: 0 for g in gpus}
     for n in needs:
         spot = placed[n.entry.name]
         tp = len(spot)
         kv_gpu = min(kv_per_gpu[n.entry.name])
-        per_gpu = n.fixed(tp) + kv_gpu
-        for i in spot:
-            planned[i] += per_gpu
+        mem, layout = n.memory(tp), n.layout(tp)
         total = min(gpus[i].total for i in spot)
-        context = _context(kv_gpu, n, tp)
+        gmu = math.ceil((mem.inside + kv_gpu) / total * GMU_STEP) / GMU_STEP
+        requested = math.ceil(total * gmu)  # vLLM: ceil(total x util) (v1/worker/utils.py `request_memory`)
+        kv_gpu = requested - mem.inside  # the rounding lands in the KV cache
+        for i in spot:
+            planned[i] += CUDA_CONTEXT + requested
+        context = min(n.wish, layout.max_context(kv_gpu - n.headroom(tp)))
         names = ", ".join(f"GPU {i}" for i in spot)
         workers.append(WorkerPlan(
             name=n.entry.name, kind=n.entry.kind, model=n.entry.model, devices=spot, tensor_parallel=tp,
-            dtype=n.dtype, weights=n.weights, fixed=n.fixed(tp) * tp, kv_bytes=kv_gpu * tp,
-            kv_per_token=n.kv_per_token, context=context, max_num_seqs=n.seqs,
-            gmu=math.ceil(per_gpu / total * 1000) / 1000, port=ports[n.entry.name],
-            facts_source=n.facts.source, why=_why(n, context, names)))
-    devices = tuple(DevicePlan(g.index, g.name, g.total, g.free, margins[g.index], planned[g.index]) for g in gpus)
+            dtype=n.dtype, weights=n.weights, fixed=(CUDA_CONTEXT + mem.inside) * tp, kv_bytes=kv_gpu * tp,
+            kv_per_token=layout.bytes_per_block * tp // BLOCK_SIZE, context=context, max_num_seqs=n.seqs,
+            gmu=gmu, port=ports[n.entry.name], facts_source=n.facts.source, why=_why(n, context, names),
+            max_num_batched_tokens=n.batched, activation=mem.activation, graphs=mem.graphs,
+            non_torch=mem.non_torch, cuda_context=CUDA_CONTEXT, kv_cache_dtype=n.kv_dtype,
+            kv_tokens=layout.kv_tokens(kv_gpu, context),
+            concurrency=round(layout.concurrency(kv_gpu, context), 2)))
+    devices = tuple(DevicePlan(g.index, g.name, g.total, g.free, _margins(gpus)[g.index], planned[g.index])
+                    for g in gpus)
     return Plan(engine="cuda", workers=tuple(workers), devices=devices, proxy_host=profile.proxy.host,
                 proxy_port=profile.proxy.port, notes=tuple(notes))
 
@@ -269,21 +346,22 @@ def _place(n: _Need, gpus: tuple[Gpu, ...], room: dict[int, int]) -> tuple[int, 
     """The GPU with the most room left (so spare memory, hence KV cache, spreads over all GPUs); failing
     that, the roomiest group of 2, 4 or 8 GPUs for tensor parallelism."""
     best = max(gpus, key=lambda g: room[g.index])
-    if room[best.index] >= n.fixed() + n.min_kv():
+    if room[best.index] >= n.floor_cost() + best.total // GMU_STEP:
         return (best.index,)
     for tp in (2, 4, 8):
-        fits = [g.index for g in gpus if room[g.index] >= n.fixed(tp) + n.min_kv(tp)]
+        fits = sorted((g for g in gpus if room[g.index] >= n.floor_cost(tp) + g.total // GMU_STEP),
+                      key=lambda g: -room[g.index])
         if len(fits) >= tp:
-            return tuple(fits[:tp])
+            return tuple(sorted(g.index for g in fits[:tp]))
     return None
 
 
 def _check_fp8(needs: list[_Need], gpus: tuple[Gpu, ...]) -> None:
     cap = min(g.capability for g in gpus)
     for n in needs:
-        if n.facts.quantization == "fp8" and cap < (8, 0):
-            raise PlanError(f"{n.entry.name} is an FP8 checkpoint; vLLM runs FP8 only on compute capability >= 8.0 "
-                            f"({gpus[0].name} is {cap[0]}.{cap[1]})",
+        if n.facts.quantization == "fp8" and cap < FP8_MIN_CAPABILITY:
+            raise PlanError(f"{n.entry.name} is an FP8 checkpoint; vLLM 0.32 runs FP8 only on compute capability "
+                            f">= 7.5 ({gpus[0].name} is {cap[0]}.{cap[1]})",
                             f"point {n.entry.name} at a 16-bit checkpoint, or drop it")
 
 
@@ -294,46 +372,47 @@ def _fp8_note(n: _Need, gpus: tuple[Gpu, ...]) -> str:
     return f"{n.entry.name}: FP8 runs weight-only via Marlin (compute capability {cap[0]}.{cap[1]} < 8.9)"
 
 
-def _no_fit(profile: Profile, gpus: tuple[Gpu, ...], needs: list[_Need], margins: dict[int, int],
-            failed: _Need) -> PlanError:
-    """Say how much is missing and what would make it fit: dropping a model, or a lower context floor."""
-    need = sum(n.fixed() + n.min_kv() for n in needs)
+def _fixes(gpus: tuple[Gpu, ...], needs: list[_Need]) -> list[str]:
+    """The smallest changes that make the floors fit, each checked by placing it: a lower context floor for
+    one model (the highest that fits), FP8 KV cache, dropping one model (then two)."""
+    fits = lambda trial: _place_all(trial, gpus) is not None  # noqa: E731
+    fixes = []
+    for n in sorted(needs, key=lambda n: -n.min_kv()):
+        lo, hi, best = 1, (n.floor - 1) // 256, 0  # floors in steps of 256 tokens, below the current one
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            if fits([replace(m, floor=mid * 256) if m is n else m for m in needs]):
+                best, lo = mid * 256, mid + 1
+            else:
+                hi = mid - 1
+        if best >= 1024 and n.entry.kind != "transcription":
+            fixes.append(f"lower {n.entry.name}'s min_context to {best}")
+    fp8_kv = min(g.capability for g in gpus) >= FP8_KV_MIN_CAPABILITY
+    for n in needs:
+        if (fp8_kv and n.kv_dtype != "fp8" and n.entry.kind != "transcription"
+                and fits([replace(m, kv_dtype="fp8") if m is n else m for m in needs])):
+            fixes.append(f"set kv_cache_dtype: fp8 on {n.entry.name}")
+    by_size = sorted(needs, key=lambda n: n.floor_cost())
+    singles = [n for n in by_size if len(needs) > 1 and fits([m for m in needs if m is not n])]
+    fixes += [f"drop {n.entry.name}" for n in singles]
+    if not singles:
+        pairs = sorted(((a, b) for i, a in enumerate(by_size) for b in by_size[i + 1:]
+                        if len(needs) > 2 and fits([m for m in needs if m is not a and m is not b])),
+                       key=lambda ab: ab[0].floor_cost() + ab[1].floor_cost())
+        fixes += [f"drop {a.entry.name} and {b.entry.name}" for a, b in pairs[:2]]
+    return fixes
+
+
+def _no_fit(gpus: tuple[Gpu, ...], needs: list[_Need]) -> PlanError:
+    """Say how much is missing and what would make it fit."""
+    margins = _margins(gpus)
+    need = sum(n.floor_cost() for n in needs)
     usable = sum(g.free - margins[g.index] for g in gpus)
     where = f"{len(gpus)}x {gpus[0].name}" if len(gpus) > 1 else gpus[0].name
-    fixes = []
-    for n in needs:
-        rest = [m for m in needs if m is not n]
-        if rest and _fits(gpus, margins, rest):
-            fixes.append(f"drop {n.entry.name}")
-    if not fixes:  # no single model: drop the biggest until the rest fits
-        rest, dropped = sorted(needs, key=lambda n: n.fixed() + n.min_kv()), []
-        while len(rest) > 1 and not _fits(gpus, margins, rest):
-            dropped.append(rest.pop().entry.name)
-        if _fits(gpus, margins, rest):
-            fixes.append("drop " + " and ".join(dropped))
-    for n in sorted(needs, key=lambda n: -n.kv_per_token * n.floor):
-        deficit = need - usable
-        lower = (n.floor - math.ceil(deficit / max(1, n.kv_per_token))) // 1024 * 1024
-        if lower >= 1024 and lower < n.floor:
-            trial = [replace(m, floor=lower) if m is n else m for m in needs]
-            if _fits(gpus, margins, trial):
-                fixes.append(f"lower {n.entry.name}'s min_context to {lower}")
-                break
-    fixes.append("use a bigger GPU")
-    msg = (f"the plan does not fit: {failed.entry.name} has no room; all models need {fmt_size(need)}, "
+    msg = (f"the plan does not fit: the models need {fmt_size(need)} at their context floors "
+           f"(weights, activation, graphs, CUDA contexts, one full request of KV cache), "
            f"{fmt_size(usable)} usable on {where}")
-    return PlanError(msg, ", or ".join(fixes))
-
-
-def _fits(gpus: tuple[Gpu, ...], margins: dict[int, int], needs: list[_Need]) -> bool:
-    room = {g.index: g.free - margins[g.index] for g in gpus}
-    for n in sorted(needs, key=lambda n: n.fixed() + n.min_kv(), reverse=True):
-        spot = _place(n, gpus, room)
-        if spot is None:
-            return False
-        for i in spot:
-            room[i] -= n.fixed(len(spot)) + n.min_kv(len(spot))
-    return True
+    return PlanError(msg, ", or ".join([*_fixes(gpus, needs), "use a bigger GPU"]))
 
 
 # ----------------------------------------------------------------------------------------------- CPU
@@ -352,7 +431,7 @@ def _cpu_cores(count: int, cores: int) -> list[str]:
 def _plan_cpu(profile: Profile, cpu: Cpu, needs: list[_Need], ports: dict[str, int]) -> Plan:
     margin = int(cpu.total * CPU_MARGIN_FRACTION) + CPU_PROXY_RESERVE
     usable = cpu.available - margin
-    fixed = [n.weights + CPU_PROCESS_OVERHEAD + n.activation for n in needs]
+    fixed = [n.weights + CPU_PROCESS_OVERHEAD + CPU_ACTIVATION for n in needs]
     floors = [max(CPU_KV_FLOOR, n.min_kv()) for n in needs]
     need = sum(fixed) + sum(floors)
     if need > usable:
@@ -373,7 +452,8 @@ def _plan_cpu(profile: Profile, cpu: Cpu, needs: list[_Need], ports: dict[str, i
             name=n.entry.name, kind=n.entry.kind, model=n.entry.model, devices=(), tensor_parallel=1,
             dtype=n.dtype, weights=n.weights, fixed=fixed[i], kv_bytes=kv, kv_per_token=n.kv_per_token,
             context=context, max_num_seqs=n.seqs, gmu=None, port=ports[n.entry.name], cpu_cores=cores[i],
-            facts_source=n.facts.source, why=(*_why(n, context, "the CPU"), f"cores {cores[i]}")))
+            facts_source=n.facts.source, why=(*_why(n, context, "the CPU"), f"cores {cores[i]}"),
+            max_num_batched_tokens=n.batched, activation=CPU_ACTIVATION, kv_tokens=kv // max(1, n.kv_per_token)))
     dev = DevicePlan(index=-1, name=cpu.name, total=cpu.total, free=cpu.available, margin=margin,
                      planned=sum(w.budget for w in workers))
     notes = ("CPU engine (vLLM CPU build): no GPU found",)

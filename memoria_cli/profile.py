@@ -30,6 +30,15 @@ class ModelFacts(Strict):
     head_dim: int = Field(gt=0)
     max_context: int = Field(gt=0)
     kv_dtype_bytes: int = Field(default=2, gt=0)
+    # Widths that size vLLM's profile run (the activation memory); 0 = unknown, the kind's default is used.
+    hidden: int = Field(default=0, ge=0)
+    intermediate: int = Field(default=0, ge=0)
+    heads: int = Field(default=0, ge=0, description="attention (query) heads")
+    vocab: int = Field(default=0, ge=0)
+    cross_tokens: int = Field(default=0, ge=0, description="encoder positions cached per request (Whisper: 1500)")
+    encoder_hidden: int = Field(default=0, ge=0)
+    encoder_ffn: int = Field(default=0, ge=0)
+    encoder_tokens: int = Field(default=0, ge=0, description="encoder tokens of one maximal image or audio clip")
 
 
 BuildKind = Literal["copy", "gguf", "ct2-whisper", "tiny-chat", "tiny-embed", "tiny-whisper", "tiny-vl"]
@@ -63,6 +72,10 @@ class ModelEntry(Strict):
     min_context: int | None = Field(default=None, gt=0, description="never plan below this")
     kv_weight: float = Field(default=1.0, gt=0, description="share of spare memory given to KV cache")
     max_num_seqs: int | None = Field(default=None, gt=0)
+    max_num_batched_tokens: int | None = Field(default=None, gt=0, description="tokens one engine step may "
+                                               "take; with max_num_seqs it sizes the activation memory")
+    kv_cache_dtype: Literal["auto", "fp8"] = Field(default="auto", description="fp8 halves the KV cache per "
+                                                   "token on GPUs of compute capability >= 8.9; auto elsewhere")
     reasoning_parser: str | None = None
     trust_remote_code: bool = False
     dtype: str | None = None

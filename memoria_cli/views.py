@@ -10,28 +10,46 @@ from rich.table import Table
 from memoria_cli.inventory import Inventory
 from memoria_cli.planner import Plan
 from memoria_cli.units import fmt_size
+from memoria_cli.vllm_report import StartupReport, budget_of
 
 STATE_STYLE = {"ready": "green", "starting": "yellow", "backoff": "yellow", "unhealthy": "red", "fatal": "bold red",
                "stopped": "dim"}
 
 
 def plan_table(plan: Plan, inv: Inventory, profile: str) -> Table:
+    gpu = plan.engine == "cuda"
     t = Table(title=f"memoria plan: profile {profile} on {_machine(inv)}", title_justify="left")
-    for col in ("worker", "kind", "device", "weights", "other", "KV cache", "context", "seqs@ctx", "GMU", "port"):
+    cols = ["worker", "kind", "device", "weights", "activation", "graphs", "other", "KV cache", "context",
+            "KV tokens", "seqs@ctx", "GMU" if gpu else "cores", "port"]
+    for col in cols:
         t.add_column(col, justify="right" if col not in ("worker", "kind", "device") else "left")
     for w in plan.workers:
-        dev = ",".join(f"GPU{d}" for d in w.devices) if w.devices else f"CPU {w.cpu_cores}"
+        dev = ",".join(f"GPU{d}" for d in w.devices) if w.devices else "CPU"
         if w.tensor_parallel > 1:
             dev += f" (TP{w.tensor_parallel})"
-        t.add_row(w.name, w.kind, dev, fmt_size(w.weights), fmt_size(w.fixed - w.weights), fmt_size(w.kv_bytes),
-                  str(w.context), f"{w.sequences_at_full_context:.1f}", f"{w.gmu:.3f}" if w.gmu else "-",
+        tp = w.tensor_parallel
+        other = w.fixed - w.weights - (w.activation + w.graphs) * tp
+        t.add_row(w.name, w.kind, dev, fmt_size(w.weights), fmt_size(w.activation * tp), fmt_size(w.graphs * tp),
+                  fmt_size(other), fmt_size(w.kv_bytes), str(w.context), str(w.kv_tokens),
+                  f"{w.sequences_at_full_context:.1f}", f"{w.gmu:.4f}" if w.gmu else str(w.cpu_cores),
                   str(w.port))
     caption = []
     for d in plan.devices:
         label = f"GPU{d.index} {d.name}" if d.index >= 0 else f"RAM ({d.name})"
         caption.append(f"{label}: {fmt_size(d.planned)} planned of {fmt_size(d.usable)} usable "
                        f"({fmt_size(d.free)} free, {fmt_size(d.margin)} kept as margin)")
-    caption += [f"{w.name}: " + "; ".join(w.why) for w in plan.workers]
+    if gpu:
+        caption += [
+            "weights: the checkpoint's files (or `facts:`), as stored (FP8 at 1 byte); activation: vLLM's profile "
+            "run, the larger of the forward pass over max_num_batched_tokens and the sampler over max_num_seqs x "
+            "vocabulary, plus the encoder's largest inputs; graphs: the largest CUDA graph plus 1 MiB per graph; "
+            "other: the CUDA context (outside the GMU) and non-torch memory; KV cache: what vLLM finds inside "
+            "the GMU once it has measured the rest; context: whole 16-token blocks, one block held back (vLLM's "
+            "null block), half the estimated activation, graphs and non-torch kept free of it; KV tokens and "
+            "seqs@ctx: what vLLM will log as KV cache size and maximum concurrency (memoria_cli/gpu_memory.py)"]
+    for w in plan.workers:
+        knobs = f"max_num_seqs {w.max_num_seqs}, max_num_batched_tokens {w.max_num_batched_tokens}"
+        caption.append(f"{w.name}: " + "; ".join([*w.why, knobs]))
     caption += list(plan.notes)
     caption.append(f"proxy: http://{plan.proxy_host}:{plan.proxy_port}/v1, {plan.proxy_workers} LiteLLM "
                    f"process{'es' if plan.proxy_workers > 1 else ''}, fast path "
@@ -74,28 +92,38 @@ def _ago(ts: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def status_table(state: dict[str, Any], reports: dict[str, dict[str, float]]) -> Table:
+def status_table(state: dict[str, Any], reports: dict[str, StartupReport], used: dict[str, int]) -> Table:
+    """Per process: health, and for workers the plan beside what vLLM reported and what the processes hold."""
     plan = {w["name"]: w for w in state.get("plan", {}).get("workers", [])}
+    totals = {d["index"]: d["total"] for d in state.get("plan", {}).get("devices", [])}
     t = Table(title=f"memoria: {state.get('phase')} - profile {state.get('profile')} - {state.get('url')}",
               title_justify="left")
-    for col in ("name", "kind", "state", "pid", "port", "device", "KV plan", "KV actual", "context", "up",
-                "restarts"):
+    for col in ("name", "kind", "state", "pid", "port", "device", "mem plan", "mem actual", "KV plan", "KV actual",
+                "context", "up", "restarts"):
         t.add_column(col)
     notes = []
     for name, p in state.get("processes", {}).items():
         w = plan.get(name)
         dev = ",".join(f"GPU{d}" for d in p.get("devices", [])) or ("CPU" if w else "-")
-        rep = reports.get(name, {})
-        kv_plan = f"{w['kv_bytes'] // max(1, w['kv_per_token'])} tok" if w else "-"
-        kv_act = f"{int(rep['kv_tokens'])} tok" if "kv_tokens" in rep else "-"
+        rep = reports.get(name, StartupReport())
+        mem_plan = "-"
+        if w:
+            budget = budget_of(w, totals)
+            mem_plan = fmt_size(budget if budget is not None else w["fixed"] + w["kv_bytes"])
+        mem_act = fmt_size(used[name]) if name in used else "-"
+        kv_plan = f"{w.get('kv_tokens') or w['kv_bytes'] // max(1, w['kv_per_token'])} tok" if w else "-"
+        kv_act = f"{rep.kv_tokens} tok" if rep.kv_tokens is not None else "-"
         style = STATE_STYLE.get(p["state"], "")
         uptime = _wall(p) if p["state"] == "ready" else "-"
         t.add_row(name, p.get("kind", ""), f"[{style}]{p['state']}[/]", str(p.get("pid") or "-"), str(p["port"]),
-                  dev, kv_plan, kv_act, str(w["context"]) if w else "-", uptime, str(p.get("restarts", 0)))
+                  dev, mem_plan, mem_act, kv_plan, kv_act, str(w["context"]) if w else "-", uptime,
+                  str(p.get("restarts", 0)))
         if p["state"] not in ("ready", "stopped") and p.get("reason"):
             notes.append(f"{name}: {p['reason']}")
         if p.get("note"):
             notes.append(f"{name}: {p['note']}")
+    notes.append("mem: per GPU, the CUDA context plus the utilization budget, against what NVML sees the worker's "
+                 "processes hold (resident memory on the CPU engine); KV: tokens planned against vLLM's own report")
     auth = "on (LITELLM_MASTER_KEY)" if state.get("auth") else "off (any key accepted, loopback only)"
     notes.append(f"auth: {auth}")
     t.caption = "\n".join(notes)

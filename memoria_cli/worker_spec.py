@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from memoria_cli.gpu_memory import BLOCK_SIZE
 from memoria_cli.home import Home
 from memoria_cli.planner import Plan, WorkerPlan
 from memoria_cli.profile import ModelEntry, Profile
@@ -60,9 +61,17 @@ def worker_spec(w: WorkerPlan, entry: ModelEntry, vllm_exe: str, log: Path, mark
     argv = [vllm_exe, "serve", entry.model, "--served-model-name", w.name,
             "--host", "127.0.0.1", "--port", str(w.port),
             "--max-model-len", str(w.context), "--max-num-seqs", str(w.max_num_seqs),
-            "--kv-cache-memory-bytes", str(w.kv_bytes // w.tensor_parallel)]
+            "--max-num-batched-tokens", str(w.max_num_batched_tokens)]
     if w.gmu is not None:
-        argv += ["--gpu-memory-utilization", f"{w.gmu:.3f}"]
+        # A utilization budget that vLLM fills itself: it measures weights, activation, graphs and non-torch
+        # memory inside it and gives the KV cache the rest (planner.py, gpu_memory.py). The block size is
+        # pinned because the context was fitted to whole blocks of it.
+        argv += ["--gpu-memory-utilization", f"{w.gmu:.4f}", "--block-size", str(BLOCK_SIZE)]
+        if w.kv_cache_dtype != "auto":
+            argv += ["--kv-cache-dtype", w.kv_cache_dtype]
+    else:
+        # The CPU engine has no profiler to fill a budget: its KV cache is set outright.
+        argv += ["--kv-cache-memory-bytes", str(w.kv_bytes)]
     if w.tensor_parallel > 1:
         argv += ["--tensor-parallel-size", str(w.tensor_parallel)]
     if w.dtype:

@@ -27,7 +27,7 @@ def test_every_command_help_has_an_example(memoria, cmd):
     (["plan", "-p", "/nonexistent/p.yaml"], 3, "profile file not found"),
     (["plan", "--gpus", "lots"], 3, "unknown GPU"),
     (["plan", "--gpus", "12GiB"], 4, "does not fit"),
-    (["plan", "--gpus", "T4"], 4, "FP8"),
+    (["plan", "--gpus", "V100"], 4, "FP8"),
     (["status"], 8, "not running"),
     (["restart", "x"], 8, "not running"),
     (["logs", "nobody"], 3, "no log named"),

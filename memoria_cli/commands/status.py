@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 
@@ -13,12 +14,44 @@ def register(app: typer.Typer) -> None:
     app.command(name="status")(status_cmd)
 
 
+def worker_memory(state: dict[str, Any]) -> dict[str, int]:
+    """Memory each worker's process tree really holds: per GPU from NVML on a GPU host (vLLM's engine core is
+    a child of the API server), resident memory on the CPU engine."""
+    import psutil
+
+    from memoria_cli.state import is_ours
+
+    gpu = state.get("engine") == "cuda"
+    by_pid: dict[int, int] = {}
+    if gpu:
+        from memoria_cli.inventory import probe_gpus
+
+        for g in probe_gpus():
+            for proc in g.processes:
+                by_pid[proc.pid] = by_pid.get(proc.pid, 0) + proc.used
+    out = {}
+    for name, p in state.get("processes", {}).items():
+        if not is_ours(p.get("pid"), p.get("create_time")):
+            continue
+        try:
+            root = psutil.Process(p["pid"])
+            tree = [root, *root.children(recursive=True)]
+            if gpu:
+                out[name] = sum(by_pid.get(t.pid, 0) for t in tree) // max(1, len(p.get("devices") or [1]))
+            else:
+                out[name] = sum(t.memory_info().rss for t in tree)
+        except (psutil.Error, KeyError, TypeError):
+            continue
+    return out
+
+
 def status_cmd(as_json: bool = JSON) -> None:
-    """Show each worker and the proxy: state, pid, port, device, KV cache planned vs reported, uptime, restarts.
+    """Show each worker and the proxy: state, pid, port, device, memory and KV cache planned vs what vLLM
+    reported and the processes hold, uptime, restarts. Warns when a worker holds more than its budget.
 
     Exit code 0 when the stack runs, 8 when it does not. Example: `memoria status --json | jq .processes`.
     """
-    from memoria_cli.daemon import tail, vllm_report
+    from memoria_cli.daemon import tail
     from memoria_cli.errors import NotRunning
     from memoria_cli.home import Home
     from memoria_cli.state import read_state, supervisor_alive
@@ -30,16 +63,28 @@ def status_cmd(as_json: bool = JSON) -> None:
         if as_json:
             print(json.dumps({"running": False, "phase": (state or {}).get("phase"), "note": note}))
         raise NotRunning("memoria is not running" + (f" ({note})" if note else ""), "start it with `memoria up -d`")
-    reports = {name: vllm_report(tail(home.log_for(name), 400)) for name in state.get("processes", {})}
+    from memoria_cli.vllm_report import parse_startup, warnings
+
+    workers = {w["name"]: w for w in state.get("plan", {}).get("workers", [])}
+    totals = {d["index"]: d["total"] for d in state.get("plan", {}).get("devices", [])}
+    used = worker_memory(state) if alive else {}
+    reports, warned = {}, []
+    for name in state.get("processes", {}):
+        if name in workers:
+            reports[name] = parse_startup(tail(home.log_for(name), 2000))
+            warned += warnings(workers[name], reports[name], used.get(name), totals)
     if as_json:
         for name, p in state["processes"].items():
-            p["reported"] = reports.get(name, {})
-        print(json.dumps({"running": alive, **state}, indent=2))
+            p["reported"] = reports[name].to_dict() if name in reports else {}
+            p["memory_used"] = used.get(name)
+        print(json.dumps({"running": alive, **state, "warnings": warned}, indent=2))
     else:
         from memoria_cli.console import out, say
         from memoria_cli.views import status_table
 
-        out().print(status_table(state, reports))
+        out().print(status_table(state, reports, used))
+        for w in warned:
+            say(f"[yellow]memoria: {w}[/]")
     if not alive:
         from memoria_cli.console import say
 

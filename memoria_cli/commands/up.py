@@ -109,7 +109,7 @@ def _detached(home, stack) -> None:
                 spinner.update(f"{time.monotonic() - t0:.0f}s: ready {len(ready)}/{len(procs)}"
                                + (f" - {', '.join(busy)}" if busy else ""))
             time.sleep(0.5)
-    out().print(status_table(state, {}))
+    out().print(status_table(state, {}, {}))
     err().print(f"[green]ready[/] in {time.monotonic() - t0:.0f} s: {stack.url}  (`memoria down` stops it)")
 
 

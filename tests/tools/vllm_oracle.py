@@ -1,0 +1,115 @@
+"""vLLM's own memory code as the judge of memoria's GPU plans (run with the vLLM runtime's python).
+
+stdin: JSON {"workers": [...]}: per planned GPU worker its model shape (a config.json), the flags memoria
+gives it, its utilization budget, the free memory it will find at its start, and the KV bytes memoria expects
+vLLM to find inside that budget. For each, this runs, from the installed vLLM:
+- `EngineArgs.create_engine_config`: vLLM's own validation of the flags (context vs batched tokens, ...);
+- `request_memory`: the free-memory check at start-up (vllm/v1/worker/utils.py);
+- `resolve_kv_cache_layout`, `reserve_mm_ipc_gpu_memory` and `get_kv_cache_configs`: the KV cache admission
+  (null block held back) over the per-layer KV specs a GPU worker registers (full attention; Whisper's
+  cross-attention too);
+- `get_kv_cache_capacity` and vLLM's own estimate of the longest context that KV memory admits;
+- `Fp8Config.get_min_capability`: whether vLLM runs an FP8 checkpoint on the card at all.
+stdout: JSON list, per worker {"ok": bool, "error": ..., "requested", "num_blocks", "kv_tokens",
+"concurrency", "vllm_max_len"}, and a last line {"vllm": version}.
+"""
+
+import contextlib
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+
+logging.disable(logging.WARNING)
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+
+import torch  # noqa: E402
+from vllm import __version__  # noqa: E402
+from vllm.engine.arg_utils import EngineArgs  # noqa: E402
+from vllm.model_executor.layers.quantization.fp8 import Fp8Config  # noqa: E402
+from vllm.multimodal.gpu_ipc_memory import reserve_mm_ipc_gpu_memory  # noqa: E402
+from vllm.usage.usage_lib import UsageContext  # noqa: E402
+from vllm.utils.mem_utils import MemorySnapshot  # noqa: E402
+from vllm.v1.attention.backends.flash_attn import FlashAttentionBackend  # noqa: E402
+from vllm.v1.attention.backends.utils import (  # noqa: E402
+    get_supported_kv_cache_layouts,
+    resolve_kv_cache_layout,
+)
+from vllm.v1.core.kv_cache_utils import (  # noqa: E402
+    _estimate_max_model_len_from_groups,
+    _pool_bytes_per_block,
+    get_kv_cache_capacity,
+    get_kv_cache_configs,
+    get_kv_cache_groups,
+)
+from vllm.v1.kv_cache_interface import CrossAttentionSpec, FullAttentionSpec  # noqa: E402
+from vllm.v1.worker.utils import request_memory  # noqa: E402
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "fp8": torch.float8_e4m3fn}
+_folders: dict[str, str] = {}
+
+
+def folder_for(config: dict) -> str:
+    key = json.dumps(config, sort_keys=True)
+    if key not in _folders:
+        d = tempfile.mkdtemp(prefix="memoria-oracle-")
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(config, f)
+        _folders[key] = d
+    return _folders[key]
+
+
+def kv_specs(w: dict) -> dict:
+    """The per-layer specs a CUDA worker registers (Attention.get_kv_cache_spec) for this shape."""
+    dtype = DTYPES["fp8" if w["kv_cache_dtype"] == "fp8" else w["dtype"]]
+    heads = max(1, w["kv_heads"] // w["tp"])
+    common = {"block_size": w["block_size"], "num_kv_heads": heads, "head_size": w["head_dim"], "dtype": dtype}
+    specs = {}
+    for i in range(w["layers"]):
+        if w["cross"]:
+            specs[f"model.decoder.layers.{i}.self_attn.attn"] = FullAttentionSpec(**common)
+            specs[f"model.decoder.layers.{i}.encoder_attn.attn"] = CrossAttentionSpec(**common)
+        else:
+            specs[f"model.layers.{i}.self_attn.attn"] = FullAttentionSpec(**common)
+    return specs
+
+
+def judge(w: dict) -> dict:
+    cap = w["capability"][0] * 10 + w["capability"][1]
+    if w["quantization"] == "fp8" and cap < Fp8Config.get_min_capability():
+        return {"ok": False, "error": f"vLLM runs FP8 from compute capability {Fp8Config.get_min_capability()}"}
+    args = EngineArgs(model=folder_for(w["config"]), skip_tokenizer_init=True, max_model_len=w["max_model_len"],
+                      max_num_seqs=w["max_num_seqs"], max_num_batched_tokens=w["max_num_batched_tokens"],
+                      block_size=w["block_size"], gpu_memory_utilization=w["gmu"],
+                      **({"runner": "pooling"} if w["kind"] == "embedding" else {}))
+    with contextlib.redirect_stdout(io.StringIO()):
+        cfg = args.create_engine_config(UsageContext.OPENAI_API_SERVER)
+    snapshot = MemorySnapshot(total_memory=w["total"], free_memory=w["free_at_start"], auto_measure=False,
+                              device="cuda:0")
+    requested = request_memory(snapshot, cfg.cache_config)
+    available = reserve_mm_ipc_gpu_memory(w["kv_bytes"], cfg.model_config.multimodal_config)
+    specs = kv_specs(w)
+    # The engine core resolves the layout before sizing the cache (v1/engine/core.py); the CUDA workers of
+    # these models run FlashAttention (Triton attention on Turing declares the same layouts).
+    layouts = [[x.name for x in get_supported_kv_cache_layouts([FlashAttentionBackend])]] * w["tp"]
+    cfg.cache_config.kv_cache_layout = resolve_kv_cache_layout(cfg, layouts, list(specs.values())).name
+    configs = get_kv_cache_configs(cfg, [specs] * w["tp"], [available] * w["tp"])
+    tokens, concurrency = get_kv_cache_capacity(cfg, configs[0])
+    groups = get_kv_cache_groups(cfg, dict(specs))
+    usable = available - _pool_bytes_per_block(cfg, groups)
+    cfg.model_config.max_model_len = w["model_max_len"]  # the estimate searches up to the model's own limit
+    longest = _estimate_max_model_len_from_groups(cfg, groups, usable)
+    return {"ok": True, "requested": requested, "num_blocks": configs[0].num_blocks, "kv_tokens": tokens,
+            "concurrency": concurrency, "vllm_max_len": longest}
+
+
+out = []
+for w in json.load(sys.stdin)["workers"]:
+    try:
+        out.append(judge(w))
+    except (ValueError, AssertionError) as exc:  # vLLM's refusals are ValueErrors
+        out.append({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+print(json.dumps(out))
+print(json.dumps({"vllm": __version__}))
