@@ -24,6 +24,7 @@ from memoria_cli.model_facts import Facts
 from memoria_cli.units import GiB, MiB
 
 BLOCK_SIZE = 16  # tokens per KV block; memoria pins --block-size 16 (vLLM's CUDA default, vllm/config/cache.py)
+CPU_BLOCK_SIZE = 128  # the CPU engine's default block size (vllm/platforms/cpu.py `check_and_update_config`)
 
 # The worker's CUDA context and torch/NCCL set-up, created before the free-memory snapshot
 # (gpu_worker.py `init_device`): about 0.5 GiB per process on Ampere to Hopper with lazy module loading.
@@ -68,13 +69,14 @@ class KvLayout:
     page: int  # bytes of one block in one layer
     layers: int  # layers per group
     cross_tokens: int = 0
+    block: int = BLOCK_SIZE  # tokens per block
 
     @property
     def bytes_per_block(self) -> int:
         return self.page * self.layers
 
     def blocks_per_request(self, context: int) -> int:
-        return cdiv(context, BLOCK_SIZE) + cdiv(self.cross_tokens, BLOCK_SIZE)
+        return cdiv(context, self.block) + cdiv(self.cross_tokens, self.block)
 
     def kv_bytes_for(self, context: int, seqs: int = 1) -> int:
         """The smallest cache that vLLM admits for `seqs` full requests: their blocks plus the null block."""
@@ -82,8 +84,8 @@ class KvLayout:
 
     def max_context(self, kv_bytes: int) -> int:
         """The longest context (a whole number of blocks) vLLM admits with `kv_bytes`; 0 if none."""
-        usable = kv_bytes // self.bytes_per_block - 1 - cdiv(self.cross_tokens, BLOCK_SIZE)
-        return max(0, usable) * BLOCK_SIZE
+        usable = kv_bytes // self.bytes_per_block - 1 - cdiv(self.cross_tokens, self.block)
+        return max(0, usable) * self.block
 
     def kv_tokens(self, kv_bytes: int, context: int) -> int:
         """What vLLM logs as "KV cache size: N tokens" (`get_kv_cache_capacity`)."""
@@ -94,15 +96,17 @@ class KvLayout:
         return kv_bytes // self.bytes_per_block / self.blocks_per_request(context)
 
 
-def kv_layout(facts: Facts, kv_bytes_per_elem: int, tp: int, max_num_batched_tokens: int) -> KvLayout:
-    """Per GPU: KV heads split across tensor-parallel ranks (replicated when there are fewer heads than ranks,
-    vllm/config/model.py `get_num_kv_heads`). A cross-attention layer caches max_num_encoder_input_tokens
-    per request (kv_cache_interface.py `CrossAttentionSpec`), which vLLM sets to max_num_batched_tokens
-    (config/scheduler.py `__post_init__`): 1,792 for Whisper at 4 sequences, not its 1,500 positions."""
+def kv_layout(facts: Facts, kv_bytes_per_elem: int, tp: int, max_num_batched_tokens: int,
+              block: int = BLOCK_SIZE) -> KvLayout:
+    """Per GPU (or the CPU engine, with its `block`): KV heads split across tensor-parallel ranks (replicated
+    when there are fewer heads than ranks, vllm/config/model.py `get_num_kv_heads`). A cross-attention layer
+    caches max_num_encoder_input_tokens per request (kv_cache_interface.py `CrossAttentionSpec`), which vLLM
+    sets to max_num_batched_tokens (config/scheduler.py `__post_init__`): 1,792 for Whisper at 4 sequences,
+    not its 1,500 positions."""
     heads = max(1, facts.kv_heads // tp)
-    page = BLOCK_SIZE * heads * facts.head_dim * 2 * kv_bytes_per_elem  # K and V (kv_cache_interface.py)
+    page = block * heads * facts.head_dim * 2 * kv_bytes_per_elem  # K and V (kv_cache_interface.py)
     cross = max_num_batched_tokens if facts.cross_tokens else 0
-    return KvLayout(page=page, layers=facts.layers, cross_tokens=cross)
+    return KvLayout(page=page, layers=facts.layers, cross_tokens=cross, block=block)
 
 
 def capture_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> list[int]:

@@ -18,6 +18,7 @@ from typing import Any
 from memoria_cli.errors import PlanError
 from memoria_cli.gpu_memory import (
     BLOCK_SIZE,
+    CPU_BLOCK_SIZE,
     CUDA_CONTEXT,
     KvLayout,
     WorkerMemory,
@@ -75,6 +76,7 @@ class WorkerPlan:
     non_torch: int = 0  # per GPU
     cuda_context: int = 0  # per GPU, outside the utilization figure
     kv_cache_dtype: str = "auto"
+    block_size: int = BLOCK_SIZE  # --block-size: the contexts are whole blocks of it
     kv_tokens: int = 0  # what vLLM will log as "KV cache size: N tokens"
     concurrency: float = 0.0  # vLLM's "Maximum concurrency for <context> tokens per request"
 
@@ -147,7 +149,7 @@ class _Need:
     def layout(self, tp: int = 1) -> KvLayout:
         per_elem = 2 * self.facts.layers * self.facts.kv_heads * self.facts.head_dim  # K and V elements a token
         return kv_layout(self.facts, 1 if self.kv_dtype == "fp8" else self.kv_per_token // per_elem, tp,
-                         self.batched)
+                         self.batched, BLOCK_SIZE if self.card else CPU_BLOCK_SIZE)
 
     def fixed(self, tp: int = 1) -> int:
         """Per GPU, all but the KV cache: the CUDA context plus what vLLM takes out of its budget first."""
@@ -223,12 +225,6 @@ def _waterfill(spare: int, weights: list[float], caps: list[int]) -> list[int]:
             give[i] = caps[i]
             open_.remove(i)
     return give
-
-
-def _context(kv: int, need: _Need, tp: int) -> int:
-    """CPU: the longest whole-block context the cache holds, within [floor, wish]."""
-    fit = kv * tp // max(1, need.kv_per_token)
-    return max(need.floor, min(need.wish, fit // BLOCK_SIZE * BLOCK_SIZE or need.floor))
 
 
 def _why(need: _Need, context: int, dev_names: str) -> tuple[str, ...]:
@@ -375,7 +371,10 @@ def _fp8_note(n: _Need, gpus: tuple[Gpu, ...]) -> str:
 def _fixes(gpus: tuple[Gpu, ...], needs: list[_Need]) -> list[str]:
     """The smallest changes that make the floors fit, each checked by placing it: a lower context floor for
     one model (the highest that fits), FP8 KV cache, dropping one model (then two)."""
-    fits = lambda trial: _place_all(trial, gpus) is not None  # noqa: E731
+
+    def fits(trial: list[_Need]) -> bool:
+        return _place_all(trial, gpus) is not None
+
     fixes = []
     for n in sorted(needs, key=lambda n: -n.min_kv()):
         lo, hi, best = 1, (n.floor - 1) // 256, 0  # floors in steps of 256 tokens, below the current one
@@ -433,6 +432,7 @@ def _plan_cpu(profile: Profile, cpu: Cpu, needs: list[_Need], ports: dict[str, i
     usable = cpu.available - margin
     fixed = [n.weights + CPU_PROCESS_OVERHEAD + CPU_ACTIVATION for n in needs]
     floors = [max(CPU_KV_FLOOR, n.min_kv()) for n in needs]
+    layouts = [n.layout() for n in needs]
     need = sum(fixed) + sum(floors)
     if need > usable:
         biggest = max(range(len(needs)), key=lambda i: fixed[i] + floors[i])
@@ -440,20 +440,22 @@ def _plan_cpu(profile: Profile, cpu: Cpu, needs: list[_Need], ports: dict[str, i
             f"the plan does not fit in RAM: the models need {fmt_size(need)}, {fmt_size(usable)} usable "
             f"of {fmt_size(cpu.available)} available",
             f"drop {needs[biggest].entry.name}, close other programs, or use a smaller profile")
-    caps = [max(0, min(CPU_KV_CAP, max(f, n.kv_per_token * n.wish * 2)) - f)
-            for n, f in zip(needs, floors, strict=True)]
+    caps = [max(0, min(CPU_KV_CAP, max(f, lay.kv_bytes_for(n.wish, 2))) - f)
+            for n, f, lay in zip(needs, floors, layouts, strict=True)]
     extra = _waterfill(usable - need, [n.entry.kv_weight for n in needs], caps)
     cores = _cpu_cores(len(needs), cpu.cores)
     workers = []
     for i, n in enumerate(needs):
         kv = floors[i] + extra[i]
-        context = _context(kv, n, 1)
+        context = max(n.floor, min(n.wish, layouts[i].max_context(kv)))
         workers.append(WorkerPlan(
             name=n.entry.name, kind=n.entry.kind, model=n.entry.model, devices=(), tensor_parallel=1,
             dtype=n.dtype, weights=n.weights, fixed=fixed[i], kv_bytes=kv, kv_per_token=n.kv_per_token,
             context=context, max_num_seqs=n.seqs, gmu=None, port=ports[n.entry.name], cpu_cores=cores[i],
             facts_source=n.facts.source, why=(*_why(n, context, "the CPU"), f"cores {cores[i]}"),
-            max_num_batched_tokens=n.batched, activation=CPU_ACTIVATION, kv_tokens=kv // max(1, n.kv_per_token)))
+            max_num_batched_tokens=n.batched, activation=CPU_ACTIVATION, block_size=CPU_BLOCK_SIZE,
+            kv_tokens=layouts[i].kv_tokens(kv, context),
+            concurrency=round(layouts[i].concurrency(kv, context), 2)))
     dev = DevicePlan(index=-1, name=cpu.name, total=cpu.total, free=cpu.available, margin=margin,
                      planned=sum(w.budget for w in workers))
     notes = ("CPU engine (vLLM CPU build): no GPU found",)

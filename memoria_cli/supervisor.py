@@ -64,7 +64,15 @@ class Prober(Protocol):
 # Failures that retrying cannot fix: (pattern in the log tail, what to tell the user).
 NON_RETRYABLE: tuple[tuple[str, str], ...] = (
     (r"Free memory on device .* less than desired GPU memory utilization|less than desired GPU memory",
-     "not enough free GPU memory: another process took it; free it or run `memoria plan` again"),
+     "not enough free GPU memory at its start: another process holds some since the plan was made "
+     "(`memoria gpus` shows who), or a worker started before it holds more than planned (`memoria status`)"),
+    # vllm/v1/core/kv_cache_utils.py `_check_enough_kv_cache_memory`: the context does not fit the KV cache
+    (r"the estimated maximum model length is (\d+)",
+     "vLLM measured more memory than planned and its KV cache holds at most {0} tokens: set the model's "
+     "`context:` to {0} or less"),
+    (r"To serve at least one request with the model's max seq len",
+     "vLLM measured more memory than planned and no request of the planned context fits its KV cache: "
+     "lower the model's `context:` or drop a model"),
     (r"CUDA out of memory|OutOfMemoryError",
      "out of GPU memory while loading: lower the model's context or drop a model (`memoria plan`)"),
     (r"is not a local folder and is not a valid model identifier|Repository Not Found|RepositoryNotFoundError"
@@ -83,8 +91,8 @@ def classify(log_tail: list[str]) -> str | None:
     """The hint for a non-retryable failure found in the log tail, else None (worth retrying)."""
     text = "\n".join(log_tail)
     for pattern, hint in NON_RETRYABLE:
-        if re.search(pattern, text):
-            return hint
+        if m := re.search(pattern, text):
+            return hint.format(*m.groups())
     return None
 
 

@@ -61,7 +61,7 @@ def budget_of(worker: dict[str, Any], totals: dict[int, int]) -> int | None:
     if worker.get("gmu") is None or not worker.get("devices"):
         return None
     total = min(totals[d] for d in worker["devices"])
-    return int(worker.get("cuda_context", 0)) + math.ceil(total * worker["gmu"])
+    return int(worker.get("cuda_context", 0)) + math.ceil(total * float(worker["gmu"]))
 
 
 def warnings(worker: dict[str, Any], report: StartupReport, used: int | None, totals: dict[int, int]) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memoria_cli.gpu_memory import BLOCK_SIZE
 from memoria_cli.home import Home
 from memoria_cli.planner import Plan, WorkerPlan
 from memoria_cli.profile import ModelEntry, Profile
@@ -61,12 +60,12 @@ def worker_spec(w: WorkerPlan, entry: ModelEntry, vllm_exe: str, log: Path, mark
     argv = [vllm_exe, "serve", entry.model, "--served-model-name", w.name,
             "--host", "127.0.0.1", "--port", str(w.port),
             "--max-model-len", str(w.context), "--max-num-seqs", str(w.max_num_seqs),
-            "--max-num-batched-tokens", str(w.max_num_batched_tokens)]
+            "--max-num-batched-tokens", str(w.max_num_batched_tokens),
+            "--block-size", str(w.block_size)]  # pinned: the context was fitted to whole blocks of it
     if w.gmu is not None:
         # A utilization budget that vLLM fills itself: it measures weights, activation, graphs and non-torch
-        # memory inside it and gives the KV cache the rest (planner.py, gpu_memory.py). The block size is
-        # pinned because the context was fitted to whole blocks of it.
-        argv += ["--gpu-memory-utilization", f"{w.gmu:.4f}", "--block-size", str(BLOCK_SIZE)]
+        # memory inside it and gives the KV cache the rest (planner.py, gpu_memory.py).
+        argv += ["--gpu-memory-utilization", f"{w.gmu:.4f}"]
         if w.kv_cache_dtype != "auto":
             argv += ["--kv-cache-dtype", w.kv_cache_dtype]
     else:

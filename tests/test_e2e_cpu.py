@@ -82,9 +82,17 @@ def test_status_shows_every_worker_ready_with_vllms_report(tiny_stack):
     s = json.loads(r.stdout)
     assert {n: p["state"] for n, p in s["processes"].items()} == {
         "tiny-embed": "ready", "tiny-chat": "ready", "tiny-vl": "ready", "tiny-whisper": "ready", "proxy": "ready"}
-    assert s["processes"]["tiny-chat"]["reported"]["kv_tokens"] > 0
+    plan = {w["name"]: w for w in s["plan"]["workers"]}
+    for name in ("tiny-embed", "tiny-chat", "tiny-vl", "tiny-whisper"):
+        rep = s["processes"][name]["reported"]
+        # the CPU engine's "Explicitly set (X/Y) GiB for KV cache": the planned bytes, to vLLM's 0.01 GiB
+        assert abs(rep["kv_memory"] - plan[name]["kv_bytes"]) <= 0.006 * 2**30, (name, rep)
+        assert rep["kv_tokens"] > 0 and rep["context"] == plan[name]["context"], (name, rep)
+        assert s["processes"][name]["memory_used"] > 100 * 2**20  # resident memory of its process tree
+    assert s["warnings"] == []
     table = run_memoria("status").stdout
     assert "random weights: plumbing only" in table
+    assert f"{s['processes']['tiny-chat']['reported']['kv_tokens']} tok" in table  # KV actual is not blank
 
 
 def test_cpu_workers_sleep_between_steps_instead_of_spinning(client, tiny_stack):

@@ -111,21 +111,24 @@ def test_startup_lines_are_read_on_both_engines():
 
 
 def test_the_lines_read_are_still_the_installed_vllms():
-    """If vLLM rewords a line, `status` would go blank without a word: the format strings must be there."""
+    """If vLLM rewords a line, `status` would go blank (or a refusal unexplained) without a word: the format
+    strings memoria reads (vllm_report.py, supervisor.py NON_RETRYABLE) must be there."""
     py = Runtimes(DEFAULT_RUNTIMES).python_of(Runtimes(DEFAULT_RUNTIMES).vllm)
     site = next((py.parent.parent / "lib").glob("python3*/site-packages/vllm"), None)
     if site is None:
         pytest.fail("vLLM runtime missing: run `memoria setup` (the test script does)")
     sources = {rel: (Path(site) / rel).read_text() for rel in (
         "v1/worker/gpu_model_runner.py", "v1/worker/gpu_worker.py", "v1/worker/cpu_worker.py",
-        "v1/core/kv_cache_utils.py")}
+        "v1/core/kv_cache_utils.py", "v1/worker/utils.py")}
     wanted = {
         "v1/worker/gpu_model_runner.py": ["Model loading took %s GiB memory", "Estimated CUDA graph memory: %.2f GiB "
                                           "total", "Graph capturing finished in %.0f secs, took %.2f GiB"],
         "v1/worker/gpu_worker.py": ["Available KV cache memory: %s GiB"],
         "v1/worker/cpu_worker.py": ['f"Explicitly set ({format_gib(kv_cache_size)}/"'],
         "v1/core/kv_cache_utils.py": ['"%s KV cache size: %s tokens, "', '"Maximum concurrency for %s tokens per '
-                                     'request: %.2fx"'],
+                                     'request: %.2fx"', "To serve at least one request with the model's max seq len",
+                                     "the estimated maximum model length is {estimated_max_len}"],
+        "v1/worker/utils.py": ["is less than desired GPU memory utilization"],
     }
     for rel, needles in wanted.items():
         flat = re.sub(r'"\s*\n\s*"', "", sources[rel])  # join Python's implicit string concatenations

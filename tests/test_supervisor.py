@@ -157,6 +157,15 @@ def test_non_retryable_error_goes_straight_to_fatal():
 def test_classify():
     assert classify(["OSError: /m does not appear to have a file named config.json"]).startswith("model not found")
     assert classify(["RuntimeError: Engine core initialization failed"]) is None
+    # vLLM 0.32's refusals at start-up, as kv_cache_utils.py and v1/worker/utils.py word them
+    kv = ("ValueError: To serve at least one request with the model's max seq len (32768), (4.5 GiB KV cache is "
+          "needed, which is larger than the available KV cache memory (3.2 GiB). Based on the available memory, "
+          "the estimated maximum model length is 23296. Try increasing `gpu_memory_utilization`")
+    assert classify([kv]) == ("vLLM measured more memory than planned and its KV cache holds at most 23296 tokens: "
+                              "set the model's `context:` to 23296 or less")
+    free = ("ValueError: Free memory on device cuda:0 (9.1/22.5 GiB) on startup is less than desired GPU memory "
+            "utilization (0.4629, 10.4 GiB).")
+    assert classify([free]).startswith("not enough free GPU memory at its start: another process holds some")
 
 
 def test_startup_timeout_counts_as_failed_start():

@@ -100,10 +100,10 @@ def test_every_generated_argv_passes_vllms_own_parser():
         assert a["max_model_len"] == w.context and a["max_num_seqs"] == w.max_num_seqs
         assert a["max_num_batched_tokens"] == w.max_num_batched_tokens
         if w.gmu is not None:  # GPU: a budget vLLM fills itself, never a fixed KV size on top of an estimate
-            assert a["kv_cache_memory_bytes"] is None and a["block_size"] == 16
+            assert a["kv_cache_memory_bytes"] is None and a["block_size"] == w.block_size == 16
             assert a["gpu_memory_utilization"] == pytest.approx(w.gmu, abs=1e-4)
         else:
-            assert a["kv_cache_memory_bytes"] == w.kv_bytes
+            assert a["kv_cache_memory_bytes"] == w.kv_bytes and a["block_size"] == w.block_size == 128
         if w.kind == "embedding":
             assert a["runner"] == "pooling"
         if w.kind == "chat":

@@ -9,27 +9,36 @@ vLLM to find inside that budget. For each, this runs, from the installed vLLM:
   (null block held back) over the per-layer KV specs a GPU worker registers (full attention; Whisper's
   cross-attention too);
 - `get_kv_cache_capacity` and vLLM's own estimate of the longest context that KV memory admits;
-- `Fp8Config.get_min_capability`: whether vLLM runs an FP8 checkpoint on the card at all.
+- `Fp8Config.get_min_capability`: whether vLLM runs an FP8 checkpoint on the card at all;
+- `Worker.determine_available_memory` itself, on a simulated GPU whose allocator and free memory move as the
+  worker's would (its CUDA context, weights, profile-run peak, non-torch memory, CUDA graphs), with memoria's
+  estimates as the measurements and again with every measurement 1.5 times larger: the KV cache vLLM then
+  sizes must still admit the context, and the worker must hold no more than its CUDA context plus budget.
 stdout: JSON list, per worker {"ok": bool, "error": ..., "requested", "num_blocks", "kv_tokens",
-"concurrency", "vllm_max_len"}, and a last line {"vllm": version}.
+"concurrency", "vllm_max_len", "simulated": {scale: {"kv", "held", "admitted"}}}, and a last line
+{"vllm": version}.
 """
 
 import contextlib
+import gc
 import io
 import json
 import logging
 import os
 import sys
 import tempfile
+import types
 
 logging.disable(logging.WARNING)
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
 import torch  # noqa: E402
 from vllm import __version__  # noqa: E402
+from vllm.config.compilation import CUDAGraphMode  # noqa: E402
 from vllm.engine.arg_utils import EngineArgs  # noqa: E402
 from vllm.model_executor.layers.quantization.fp8 import Fp8Config  # noqa: E402
 from vllm.multimodal.gpu_ipc_memory import reserve_mm_ipc_gpu_memory  # noqa: E402
+from vllm.platforms import current_platform  # noqa: E402
 from vllm.usage.usage_lib import UsageContext  # noqa: E402
 from vllm.utils.mem_utils import MemorySnapshot  # noqa: E402
 from vllm.v1.attention.backends.flash_attn import FlashAttentionBackend  # noqa: E402
@@ -45,6 +54,7 @@ from vllm.v1.core.kv_cache_utils import (  # noqa: E402
     get_kv_cache_groups,
 )
 from vllm.v1.kv_cache_interface import CrossAttentionSpec, FullAttentionSpec  # noqa: E402
+from vllm.v1.worker.gpu_worker import Worker  # noqa: E402
 from vllm.v1.worker.utils import request_memory  # noqa: E402
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "fp8": torch.float8_e4m3fn}
@@ -76,6 +86,94 @@ def kv_specs(w: dict) -> dict:
     return specs
 
 
+class FakeGpu:
+    """torch.accelerator's memory figures for one simulated device, moved as a worker allocates."""
+
+    def __init__(self, total: int, free: int) -> None:
+        self.total, self.free = total, free
+        self.reserved = self.allocated = self.peak = 0
+
+    def torch_alloc(self, n: int) -> None:
+        self.allocated += n
+        self.peak = max(self.peak, self.allocated)
+        grow = max(0, self.allocated - self.reserved)
+        self.reserved += grow
+        self.free -= grow
+
+    def torch_free(self, n: int) -> None:
+        self.allocated -= n
+
+    def other_alloc(self, n: int) -> None:  # CUDA context, cuBLAS workspaces, graphs: not torch's allocator
+        self.free -= n
+
+    @contextlib.contextmanager
+    def installed(self):
+        acc = torch.accelerator
+        saved = {k: getattr(acc, k) for k in ("get_memory_info", "memory_stats", "memory_reserved", "empty_cache",
+                                              "reset_peak_memory_stats")}
+        platform_saved = (type(current_platform).is_cuda_alike, type(current_platform).is_integrated_gpu)
+
+        def empty_cache(*_a):
+            self.free += self.reserved - self.allocated
+            self.reserved = self.allocated
+
+        def reset_peak(*_a):
+            self.peak = self.allocated
+
+        acc.get_memory_info = lambda *_a: (self.free, self.total)
+        acc.memory_stats = lambda *_a: {"allocated_bytes.all.peak": self.peak,
+                                        "allocated_bytes.all.current": self.allocated}
+        acc.memory_reserved = lambda *_a: self.reserved
+        acc.empty_cache, acc.reset_peak_memory_stats = empty_cache, reset_peak
+        type(current_platform).is_cuda_alike = classmethod(lambda cls: True)
+        type(current_platform).is_integrated_gpu = classmethod(lambda cls, device_id=0: False)
+        collect, gc.collect = gc.collect, lambda *_a: 0  # a full collection per snapshot: minutes over the matrix
+        try:
+            yield
+        finally:
+            gc.collect = collect
+            for k, v in saved.items():
+                setattr(acc, k, v)
+            type(current_platform).is_cuda_alike, type(current_platform).is_integrated_gpu = platform_saved
+
+
+def simulate(w: dict, cfg, scale: float) -> dict:
+    """One worker's start on a GPU where it finds `free_at_start` plus its own CUDA context, with every
+    figure vLLM measures `scale` times memoria's estimate; vLLM's own determine_available_memory sizes the KV."""
+    est = w["estimate"]
+    gpu = FakeGpu(w["total"], w["free_at_start"] + est["cuda_context"])
+    before = gpu.free
+    weights, act, non_torch, graphs = (int(est[k] * (1 if k == "weights" else scale))
+                                       for k in ("weights", "activation", "non_torch", "graphs"))
+    cfg.compilation_config.cudagraph_mode = CUDAGraphMode.FULL_AND_PIECEWISE  # what CUDA runs (CPU: none)
+    with gpu.installed():
+        gpu.other_alloc(est["cuda_context"])
+        init = MemorySnapshot(device="cuda:0")
+        requested = request_memory(init, cfg.cache_config)
+        gpu.torch_alloc(weights)
+
+        def profile_run(randomize_inputs=False):
+            gpu.torch_alloc(act)
+            gpu.other_alloc(non_torch)
+            gpu.torch_free(act)
+
+        runner = types.SimpleNamespace(model_memory_usage=weights, profile_run=profile_run,
+                                       profile_cudagraph_memory=lambda: graphs)
+        fake = types.SimpleNamespace(
+            cache_config=cfg.cache_config, init_snapshot=init, requested_memory=requested, model_runner=runner,
+            vllm_config=cfg, model_config=cfg.model_config, parallel_config=cfg.parallel_config,
+            randomize_dummy_inputs=False, _scoped_allocator_max_split=lambda **_k: contextlib.nullcontext())
+        kv = Worker.determine_available_memory(fake)
+        gpu.torch_alloc(kv)  # the KV cache tensors
+        gpu.other_alloc(graphs)  # the graphs captured after it
+    try:
+        configs = get_kv_cache_configs(cfg, [kv_specs(w)] * w["tp"], [kv] * w["tp"])
+        admitted = configs[0].num_blocks > 0
+    except ValueError:
+        admitted = False
+    return {"kv": kv, "held": before - gpu.free, "admitted": admitted, "requested": requested}
+
+
 def judge(w: dict) -> dict:
     cap = w["capability"][0] * 10 + w["capability"][1]
     if w["quantization"] == "fp8" and cap < Fp8Config.get_min_capability():
@@ -101,8 +199,10 @@ def judge(w: dict) -> dict:
     usable = available - _pool_bytes_per_block(cfg, groups)
     cfg.model_config.max_model_len = w["model_max_len"]  # the estimate searches up to the model's own limit
     longest = _estimate_max_model_len_from_groups(cfg, groups, usable)
+    cfg.model_config.max_model_len = w["max_model_len"]
+    simulated = {str(scale): simulate(w, cfg, scale) for scale in (1.0, 1.5)}
     return {"ok": True, "requested": requested, "num_blocks": configs[0].num_blocks, "kv_tokens": tokens,
-            "concurrency": concurrency, "vllm_max_len": longest}
+            "concurrency": concurrency, "vllm_max_len": longest, "simulated": simulated}
 
 
 out = []
