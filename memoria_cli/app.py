@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import typer
@@ -30,12 +31,21 @@ def _root(
         os.environ["MEMORIA_DEBUG"] = "1"
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    from memoria_cli.errors import Interrupted, Terminated
+
+    raise Terminated() if signum == signal.SIGTERM else Interrupted()
+
+
 def main() -> None:
     """Run the app; domain errors become one line on stderr and their documented exit code."""
     from memoria_cli.console import debug_enabled
-    from memoria_cli.errors import MemoriaError
+    from memoria_cli.errors import Interrupted, MemoriaError, Terminated
 
     prefix = f"memoria[{os.getpid()}]" if len(sys.argv) > 1 and sys.argv[1] == "_supervise" else "memoria"
+    signal.signal(signal.SIGTERM, _interrupted)  # the supervisor installs its own handlers over these
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored
+        signal.signal(signal.SIGINT, _interrupted)
     argv = sys.argv[1:]
     if argv[:1] == ["chat"]:
         from memoria_cli.commands.chat import join_option_pairs
@@ -48,9 +58,14 @@ def main() -> None:
             raise
         print(f"{prefix}: error: {exc.line()}", file=sys.stderr, flush=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        print(f"{prefix}: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        # The clean-ups (partial files removed) ran while the exception unwound. Exit now: the threads of
+        # requests still in flight (client.request_pool) must not be joined, they may take the whole --timeout.
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{prefix}: {what}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(143 if isinstance(exc, Terminated) else 130)
     except Exception as exc:  # a bug: say so briefly, keep the traceback for --debug
         if debug_enabled():
             raise

@@ -88,7 +88,7 @@ def stitch(fmt: str, parts: list[tuple[float, dict]], duration: float | None = N
     """One answer from the pieces' JSON answers: text joined, SRT/VTT cues and segments shifted by their offset."""
     import json
 
-    from memoria_cli.litellm_hooks import cues, render
+    from memoria_cli.transcripts import cues, render
 
     text = " ".join(str(b.get("text", "")).strip() for _, b in parts).strip()
     if fmt in ("text", "json"):

@@ -6,10 +6,12 @@ noticed and named instead of ending silently.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +50,20 @@ def running_state() -> dict[str, Any] | None:
 
     state, _ = read_state(Home.from_env().state_file)
     return state
+
+
+@contextlib.contextmanager
+def request_pool(workers: int) -> Iterator[ThreadPoolExecutor]:
+    """Threads for requests in flight. On Ctrl-C or SIGTERM nothing waits for them (a request may take the
+    whole --timeout): queued ones are cancelled and the caller's clean-up runs at once; app.main then exits
+    without joining the threads."""
+    pool = ThreadPoolExecutor(max(1, workers))
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 class Api:

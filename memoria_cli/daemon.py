@@ -90,6 +90,24 @@ def acquire_lock(home: Home) -> int:
     return fd
 
 
+def lock_holder(home: Home) -> int | None:
+    """The pid of the supervisor holding this home's lock, whatever state.json says (it may be corrupt or
+    gone); None when nobody holds it. The kernel drops a flock with its holder, so a held lock is a live one."""
+    try:
+        fd = os.open(home.lock_file, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.read(fd, 64).decode(errors="replace").strip()
+        os.close(fd)
+        return int(text) if text.isdigit() else None
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    return None
+
+
 def refuse_if_running(home: Home) -> None:
     """The "already running" error now, before a detached start, rather than from the child."""
     release_lock(acquire_lock(home))
@@ -114,10 +132,10 @@ def preflight(stack: Stack) -> list[str]:
         if left:
             notes.append(f"stopped {len(left)} process(es) left by a previous run that did not stop cleanly")
     for spec in [*stack.workers, stack.proxy]:
-        host = stack.plan.proxy_host if spec.name == PROXY else "127.0.0.1"
+        host = stack.plan.proxy_host if spec.role == "proxy" else "127.0.0.1"
         owner = processes.port_owner(spec.port, host)
         if owner:
-            what = "proxy.port" if spec.name == PROXY else "worker_port_base"
+            what = "proxy.port" if spec.role == "proxy" else "worker_port_base"
             raise PreflightError(f"port {spec.port} (for {spec.name}) is taken by {owner}",
                                  f"stop that process, or change {what} in the profile")
     return notes

@@ -55,3 +55,12 @@ class NotRunning(MemoriaError):
 
 class ServerError(MemoriaError):
     exit_code = 9
+
+
+class Interrupted(BaseException):
+    """Ctrl-C, raised where the program is by app.main's SIGINT handler. Not KeyboardInterrupt: click turns
+    that into exit 1 after "Aborted!", and the interpreter then waits for every request thread. Exit 130."""
+
+
+class Terminated(Interrupted):
+    """SIGTERM, raised the same way so that `finally` blocks and clean-ups run as for Ctrl-C. Exit 143."""

@@ -6,11 +6,13 @@ import os
 from pathlib import Path
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """tmp + fsync + rename: a reader sees the old file or the new one, never half of one."""
+def write_atomic(path: Path, text: str, private: bool = True) -> None:
+    """tmp + fsync + rename: a reader sees the old file or the new one, never half of one. `private`: 0600
+    (the home's state and config); else as the umask says (a user's own outputs)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    mode = 0o600 if private else 0o666  # the umask narrows either
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())

@@ -16,6 +16,11 @@ class Home:
     @classmethod
     def from_env(cls) -> Home:
         env = os.environ.get("MEMORIA_HOME")
+        if env is not None and not env.strip():
+            # a script's unset variable must not mean the default home: `down` there stops the real stack
+            from memoria_cli.errors import InputError
+
+            raise InputError("MEMORIA_HOME is set but empty", "unset it to use the default home, or give a folder")
         if env:
             root = Path(env).expanduser()
         else:
@@ -60,5 +65,17 @@ class Home:
         return self.logs / f"{name}.log"
 
     def ensure(self) -> None:
+        """The home's folders, private to their owner: logs hold prompts and answers."""
+        from memoria_cli.errors import InputError
+
         for d in (self.root, self.logs, self.cache):
-            d.mkdir(parents=True, exist_ok=True)
+            try:
+                d.mkdir(mode=0o700, parents=True, exist_ok=True)
+                if d.stat().st_mode & 0o077:
+                    d.chmod(0o700)
+            except FileExistsError:
+                raise InputError(f"the memoria home needs a folder at {d}, and a file is there",
+                                 "move the file, or point MEMORIA_HOME elsewhere") from None
+            except PermissionError:
+                raise InputError(f"cannot write the memoria home at {d}: permission denied",
+                                 "point MEMORIA_HOME at a folder you can write") from None

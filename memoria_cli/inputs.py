@@ -17,8 +17,28 @@ BOMB_PIXELS = 89_478_485  # Pillow's own default limit: refuse larger images out
 SEND_PIXELS = 4_194_304  # 2048 x 2048: larger images are downscaled before sending
 
 
+MAX_INPUT_BYTES = 2 * 1024**3  # nothing a client command sends is larger; a bigger "file" is a mistake
+
+
 def read_file(path: str | Path) -> bytes:
+    """A regular file's bytes. FIFOs, sockets and devices are refused before opening (reading one can block
+    forever or never end); so are files too large to hold in memory."""
+    import stat
+
     p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise InputError(f"file not found: {p}") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {p}: {getattr(exc, 'strerror', None) or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{p} is a folder, not a file", "give the files inside it")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{p} is not a regular file (a pipe, socket or device)", "save it to a file first")
+    if st.st_size > MAX_INPUT_BYTES:
+        raise InputError(f"{p} is {st.st_size / 1024**3:.1f} GiB: larger than any input memoria sends",
+                         "split it first")
     try:
         data = p.read_bytes()
     except FileNotFoundError:

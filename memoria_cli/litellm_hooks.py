@@ -10,64 +10,43 @@ With a master key, `user_api_key_auth` (general_settings.custom_auth) answers a 
 In front of it all sits the fast path for embeddings and chat (`memoria_fastpath.py`, copied beside this file
 from memoria_cli/proxy_fastpath.py).
 
-The renderers are pure and also used by memoria's own client; this module imports LiteLLM only when LiteLLM
-is what loads it.
+The renderers are pure and live apart, in memoria_cli/transcripts.py (copied beside this file as
+memoria_transcripts.py), so memoria's own client uses them without importing this plug-in, which installs
+itself as soon as LiteLLM is importable.
 """
 
 from __future__ import annotations
 
 import contextvars
 import io
-import itertools
 import json
-import wave
 from typing import Any
 
-RENDERED = ("text", "srt", "vtt")
 ROUTES = ("/v1/audio/transcriptions", "/audio/transcriptions")
+
+
+def _sibling(name: str, source: str | None = None) -> Any:
+    """A module copied beside this file (LiteLLM loads this one by path, so its folder is not importable);
+    `source`: the file's name in memoria_cli/, where this file is read from when it is not a copy."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if name not in sys.modules:
+        path = Path(__file__).with_name(f"{name}.py")
+        if not path.exists() and source:
+            path = path.with_name(source)
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+_transcripts = _sibling("memoria_transcripts", "transcripts.py")
+render, wav_duration, RENDERED = _transcripts.render, _transcripts.wav_duration, _transcripts.RENDERED
 _REQUEST: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("memoria_transcription", default=None)
-
-
-def _stamp(seconds: float, sep: str) -> str:
-    ms = max(0, round(seconds * 1000))
-    h, ms = divmod(ms, 3_600_000)
-    m, ms = divmod(ms, 60_000)
-    s, ms = divmod(ms, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
-
-
-def cues(body: dict[str, Any], duration: float | None) -> list[tuple[float, float, str]]:
-    """(start, end, text) per segment when the answer has usable ones, else one cue over the whole audio."""
-    segs = [s for s in body.get("segments") or [] if str(s.get("text", "")).strip()]
-    ok = segs and all(0 <= s["start"] <= s["end"] for s in segs) and all(
-        a["end"] <= b["start"] + 0.01 for a, b in itertools.pairwise(segs))
-    if ok:
-        return [(float(s["start"]), float(s["end"]), str(s["text"]).strip()) for s in segs]
-    text = str(body.get("text", "")).strip()
-    end = duration or float(body.get("duration") or 0) or float((body.get("usage") or {}).get("seconds") or 0)
-    return [(0.0, max(end, 0.001), text)] if text else []
-
-
-def render(fmt: str, body: dict[str, Any], duration: float | None = None) -> str:
-    """OpenAI's text / srt / vtt bodies from a json or verbose_json transcription."""
-    if fmt == "text":
-        return str(body.get("text", "")).strip() + "\n"
-    if fmt == "srt":
-        return "".join(f"{i}\n{_stamp(a, ',')} --> {_stamp(b, ',')}\n{t}\n\n"
-                       for i, (a, b, t) in enumerate(cues(body, duration), 1))
-    if fmt == "vtt":
-        return "WEBVTT\n\n" + "".join(f"{_stamp(a, '.')} --> {_stamp(b, '.')}\n{t}\n\n"
-                                      for a, b, t in cues(body, duration))
-    raise ValueError(f"unknown format {fmt!r}")
-
-
-def wav_duration(data: bytes) -> float | None:
-    """Exact length of a WAV upload (the worker only reports whole seconds); None for other formats."""
-    try:
-        with wave.open(io.BytesIO(data)) as w:
-            return w.getnframes() / float(w.getframerate())
-    except (wave.Error, EOFError, ValueError):
-        return None
 
 
 def wrap_route(inner: Any) -> Any:
@@ -113,10 +92,10 @@ def wrap_route(inner: Any) -> Any:
     return app
 
 
-def install(app: Any, fast_path: Any = None) -> None:
-    """Put the transcription wrapper (its paths only) and, given, the fast path (`fast_path(inner)` -> ASGI app)
-    in front of the app's whole middleware stack. Once per app: LiteLLM loads this file once per setting
-    that names it.
+def install(app: Any, fast_path: Any = None, body_limit: Any = None) -> None:
+    """Put the transcription wrapper (its paths only), and given, the fast path (`fast_path(inner)` -> ASGI app)
+    and the request-body limit (`body_limit(inner)`, outermost) in front of the app's whole middleware stack.
+    Once per app: LiteLLM loads this file once per setting that names it.
 
     The ASGI layer, not the route table: FastAPI's included routers copy routes around, and LiteLLM loads
     callbacks during start-up, after the stack may have been built (then it is wrapped in place)."""
@@ -133,27 +112,13 @@ def install(app: Any, fast_path: Any = None) -> None:
             else:
                 await inner(scope, receive, send)
 
-        return asgi if fast_path is None else fast_path(asgi)
+        served = asgi if fast_path is None else fast_path(asgi)
+        return served if body_limit is None else body_limit(served)
 
     build = app.build_middleware_stack
     app.build_middleware_stack = lambda: front(build())
     if app.middleware_stack is not None:
         app.middleware_stack = front(app.middleware_stack)
-
-
-def _sibling(name: str) -> Any:
-    """A module copied beside this file (LiteLLM loads this one by path, so its folder is not importable)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 try:  # loaded by the LiteLLM proxy
@@ -201,6 +166,6 @@ if CustomLogger is not None:
         if fp.enabled():
             key = os.environ.get("LITELLM_MASTER_KEY") or None
             fast = lambda inner: fp.FastPath(inner, lambda: proxy_server.llm_router, key)  # noqa: E731
-        install(proxy_server.app, fast)
+        install(proxy_server.app, fast, lambda inner: fp.BodyLimit(inner, fp.body_limit()))
 
     _install()

@@ -50,8 +50,8 @@ def child_env(spec: ProcessSpec, base: dict[str, str] | None = None) -> dict[str
 
 def spawn(spec: ProcessSpec, extra_env: dict[str, str] | None = None) -> Child:
     assert spec.log is not None
-    spec.log.parent.mkdir(parents=True, exist_ok=True)
-    with open(spec.log, "ab") as log:
+    spec.log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(os.open(spec.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:  # prompts and answers
         log.write(f"\n==== memoria: starting {spec.name} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         log.flush()
         popen = subprocess.Popen(list(spec.argv), env={**child_env(spec), **(extra_env or {})},

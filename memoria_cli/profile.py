@@ -15,6 +15,7 @@ Kind = Literal["embedding", "chat", "vision", "transcription"]
 KINDS: tuple[Kind, ...] = ("embedding", "chat", "vision", "transcription")
 Bytes = Annotated[int, BeforeValidator(parse_size)]
 SHIPPED = Path(__file__).resolve().parent.parent / "profiles"
+RESERVED_NAMES = ("proxy", "supervisor")  # the proxy's and supervisor's logs (worker_spec.RESERVED_NAMES)
 
 
 class Strict(BaseModel):
@@ -62,6 +63,19 @@ class ModelSource(Strict):
         return self
 
 
+# vllm serve flags memoria sets itself (worker_spec.py); the value: the profile key that sets it, "" = the plan.
+OWNED_FLAGS = {
+    "--host": "", "--port": "", "--served-model-name": "name/aliases", "--max-model-len": "context",
+    "--max-num-seqs": "max_num_seqs", "--max-num-batched-tokens": "max_num_batched_tokens",
+    "--gpu-memory-utilization": "", "--kv-cache-memory-bytes": "", "--block-size": "",
+    "--tensor-parallel-size": "", "-tp": "", "--kv-cache-dtype": "kv_cache_dtype", "--dtype": "dtype",
+    "--revision": "revision", "--trust-remote-code": "trust_remote_code", "--enforce-eager": "enforce_eager",
+    "--api-key": "", "--reasoning-parser": "reasoning_parser",
+}
+OWNED_ENV = {"CUDA_VISIBLE_DEVICES": "from the plan's devices", "MEMORIA_MARKER": "to find its processes",
+             "VLLM_API_KEY": "memoria's own key", "VLLM_CPU_KVCACHE_SPACE": "from the plan"}
+
+
 class ModelEntry(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     model: str = Field(min_length=1, description="Hugging Face id or local folder")
@@ -91,6 +105,22 @@ class ModelEntry(Strict):
     def public_names(self) -> list[str]:
         return [self.name, *self.aliases]
 
+    @model_validator(mode="after")
+    def _owned_flags(self) -> ModelEntry:
+        """vllm serve takes the last of a repeated flag, so `extra_args: [--host, 0.0.0.0]` would win over
+        memoria's own and expose the worker without a word: the flags the plan and memoria's security own are
+        refused here, with the profile key to use instead."""
+        for arg in self.extra_args:
+            flag = arg.split("=", 1)[0].replace("_", "-")
+            if flag in OWNED_FLAGS:
+                instead = OWNED_FLAGS[flag]
+                raise ValueError(f"extra_args may not set {flag}: memoria sets it from "
+                                 + (f"`{instead}` in the profile" if instead else "the plan"))
+        for var in self.env:
+            if var in OWNED_ENV:
+                raise ValueError(f"env may not set {var}: memoria sets it ({OWNED_ENV[var]})")
+        return self
+
 
 class ProxySettings(Strict):
     host: str = "127.0.0.1"
@@ -99,6 +129,8 @@ class ProxySettings(Strict):
                                                                    description="proxy processes; auto: from the cores")
     fast_path: bool = Field(default=True, description="embeddings and chat relayed to vLLM inside the proxy "
                             "(memoria_cli/proxy_fastpath.py); false: every request takes LiteLLM's own path")
+    max_body_mb: float = Field(default=32.0, gt=0, le=4096, allow_inf_nan=False,
+                               description="larger request bodies get 413 before they are read")
 
 
 class Supervision(Strict):
@@ -129,6 +161,8 @@ class Profile(Strict):
     def _unique_names(self) -> Profile:
         seen: set[str] = set()
         for m in self.models:
+            if m.name in RESERVED_NAMES:
+                raise ValueError(f"model name {m.name!r} is reserved (memoria's own {m.name} uses it): rename it")
             for n in m.public_names:
                 if n in seen:
                     raise ValueError(f"model name or alias {n!r} is used twice")

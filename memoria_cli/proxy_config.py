@@ -75,7 +75,8 @@ def auth_env(host: str, environ: dict[str, str] | None = None) -> tuple[bool, di
     return False, {WEAK_KEY_ENV: "true"}
 
 
-PLUGIN_FILES = {"memoria_hooks.py": "litellm_hooks.py", "memoria_fastpath.py": "proxy_fastpath.py"}
+PLUGIN_FILES = {"memoria_hooks.py": "litellm_hooks.py", "memoria_fastpath.py": "proxy_fastpath.py",
+                "memoria_transcripts.py": "transcripts.py"}
 
 
 def write_config(path: Path, config: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from memoria_cli.worker_spec import PROXY, ProcessSpec
+from memoria_cli.worker_spec import ProcessSpec
 
 
 class S(StrEnum):
@@ -133,7 +133,7 @@ class Supervisor:
 
     @property
     def workers(self) -> list[Proc]:
-        return [p for p in self.procs if p.name != PROXY]
+        return [p for p in self.procs if p.spec.role != "proxy"]
 
     def all_ready(self) -> bool:
         return all(p.state == S.READY for p in self.procs)
@@ -155,8 +155,12 @@ class Supervisor:
                 self._check_running(p, now)
 
     def _may_start(self, p: Proc) -> bool:
-        """Workers sharing a GPU start one at a time (vLLM measures memory while it starts); the proxy last."""
-        if p.name == PROXY:
+        """Workers sharing a GPU start one at a time (vLLM measures memory while it starts); the proxy last, at
+        the first bring-up once every worker is ready; later it restarts whatever the workers' states (a
+        FATAL worker must not take the endpoint of the others down with it)."""
+        if p.spec.role == "proxy":
+            if p.ever_ready or p.restarts:
+                return True
             return all(w.ever_ready for w in self.workers) and not any(w.state == S.FATAL for w in self.workers)
         if not p.spec.devices:
             return True
@@ -250,10 +254,10 @@ class Supervisor:
 
     def stop_all(self) -> None:
         """Proxy first (no new requests reach dying workers), then every worker's group together."""
-        proxy = [p.handle for p in self.procs if p.name == PROXY and p.handle is not None]
+        proxy = [p.handle for p in self.procs if p.spec.role == "proxy" and p.handle is not None]
         if proxy:
             self.spawner.stop(proxy, self.policy.grace)
-        rest = [p.handle for p in self.procs if p.name != PROXY and p.handle is not None]
+        rest = [p.handle for p in self.procs if p.spec.role != "proxy" and p.handle is not None]
         if rest:
             self.spawner.stop(rest, self.policy.grace)
         for p in self.procs:

@@ -37,6 +37,7 @@ class ProcessSpec:
     log: Path | None = None
     devices: tuple[int, ...] = ()
     remove_env: tuple[str, ...] = field(default=())  # inherited variables that would override the plan
+    role: str = "worker"  # "worker" or "proxy": what the supervisor does with it, whatever its name
 
     @property
     def base_url(self) -> str:
@@ -116,10 +117,11 @@ def proxy_spec(plan: Plan, litellm_exe: str, config: Path, log: Path, marker: st
         "DISABLE_ADMIN_UI": "True",
         "GRACEFUL_SHUTDOWN_TIMEOUT": "20",
         "MEMORIA_FAST_PATH": "1" if plan.proxy_fast_path else "0",  # read by memoria_fastpath.py beside the config
+        "MEMORIA_MAX_BODY_BYTES": str(plan.proxy_max_body),  # likewise: proxy_fastpath.BodyLimit
     }
     return ProcessSpec(name=PROXY, argv=tuple(argv), env=env, port=plan.proxy_port,
                        ready_path="/health/readiness", live_path="/health/liveliness", models_path=None,
-                       log=log)
+                       log=log, role="proxy")
 
 
 def specs_for(plan: Plan, profile: Profile, vllm_exe: str, home: Home) -> list[ProcessSpec]:

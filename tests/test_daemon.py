@@ -15,7 +15,19 @@ import psutil
 
 from memoria_cli.home import Home
 from memoria_cli.processes import marked
-from tests.conftest import wait_for
+from memoria_cli.worker_spec import MARKER_ENV
+from tests.conftest import run_memoria, wait_for
+
+
+def roles(marker: str) -> list[str]:
+    """What each live process carrying this home's marker is (alpha, proxy, supervisor...)."""
+    out = []
+    for p in marked(marker):
+        try:
+            out.append(p.environ()[MARKER_ENV].split("/")[-1])
+        except (psutil.Error, KeyError):
+            continue
+    return out
 
 
 def status(memoria) -> dict:
@@ -142,7 +154,7 @@ def test_killed_supervisor_leftovers_are_swept_by_next_up(home, memoria, standin
     assert "left by a previous run" in r.stderr
     new = status(memoria)
     assert not old & {p["pid"] for p in new["processes"].values()}
-    assert len([p for p in marked(Home.from_env().marker)]) == 3  # no duplicates: alpha, beta, proxy
+    assert sorted(roles(Home.from_env().marker)) == ["alpha", "beta", "proxy"]  # no duplicates
 
 
 def test_restart_command(home, memoria, standin_profile):
@@ -170,3 +182,48 @@ def test_foreground_up_stops_everything_on_ctrl_c(home, memoria, standin_profile
         assert memoria("status").returncode == 8
     finally:
         fg.kill()
+
+
+def test_down_stops_the_supervisor_even_when_state_json_is_corrupt(home, memoria, standin_profile):
+    """The lock names the supervisor whatever state.json says: left running, it would restart every worker."""
+    prof = standin_profile()
+    assert memoria("up", "-d", "-p", str(prof)).returncode == 0
+    sup = psutil.Process(status(memoria)["supervisor"]["pid"])
+    (home / "state.json").write_text("{not json")
+    r = memoria("down")
+    assert r.returncode == 0, r.stderr
+    assert "corrupt" in r.stderr and "stopped" in r.stderr
+    assert not sup.is_running() or sup.status() == psutil.STATUS_ZOMBIE
+    time.sleep(3)  # long enough for a surviving supervisor to have started the workers again
+    assert marked(Home.from_env().marker) == []
+    assert memoria("up", "-d", "-p", str(prof)).returncode == 0  # and the home is usable again
+
+
+def test_ctrl_c_during_up_d_stops_what_was_starting(home, standin_profile):
+    prof = standin_profile(env_a={"STANDIN_START_DELAY": "30"})
+    up = subprocess.Popen([sys.executable, "-m", "memoria_cli", "up", "-d", "-p", str(prof)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    marker = Home.from_env().marker
+    wait_for(lambda: "alpha" in roles(marker), 30)
+    up.send_signal(signal.SIGINT)
+    _, err = up.communicate(timeout=60)
+    assert up.returncode == 130, err
+    assert "stopping what was starting" in err
+    assert marked(marker) == []  # the supervisor and what it started are gone
+    r = run_memoria("status")
+    assert r.returncode == 8
+
+
+def test_the_home_is_private_to_its_owner(home, memoria, standin_profile):
+    """Logs hold prompts and answers; state and config who runs what: 0700 folders, 0600 files."""
+    import stat
+
+    prof = standin_profile()
+    assert memoria("up", "-d", "-p", str(prof)).returncode == 0
+    try:
+        for d in (home, home / "logs", home / "cache"):
+            assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+        for f in (home / "state.json", home / "litellm.yaml", *(home / "logs").glob("*.log")):
+            assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    finally:
+        memoria("down")

@@ -61,3 +61,13 @@ def test_unknown_profile_name_lists_known_ones():
     with pytest.raises(InputError) as e:
         load_profile("no-such-profile")
     assert "default" in e.value.line()
+
+
+def test_memorias_own_process_names_are_reserved():
+    from memoria_cli.profile import RESERVED_NAMES
+    from memoria_cli.worker_spec import PROXY
+
+    assert PROXY in RESERVED_NAMES and "supervisor" in RESERVED_NAMES
+    for name in RESERVED_NAMES:
+        with pytest.raises(InputError, match=f"model name '{name}' is reserved"):
+            parse_profile({"models": [{"name": name, "model": "x/y", "kind": "chat"}]})

@@ -118,3 +118,76 @@ def test_replay_gives_the_body_once_then_the_clients_messages():
 def test_off_switch():
     assert fp.enabled({}) and fp.enabled({fp.ENV: "1"})
     assert not fp.enabled({fp.ENV: "0"}) and not fp.enabled({fp.ENV: "false"})
+
+
+def run_asgi(app, headers: list[tuple[bytes, bytes]], chunks: list[bytes]) -> list[dict]:
+    """One POST through `app`: what it sent back."""
+    queue = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    queue.append({"type": "http.disconnect"})
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return queue.pop(0) if queue else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/audio/transcriptions", "headers": headers}
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+class Echo:
+    """An inner app that reads the whole body (as LiteLLM does), then answers 200."""
+
+    def __init__(self) -> None:
+        self.read: list[bytes] = []
+        self.called = False
+
+    async def __call__(self, scope, receive, send):
+        self.called = True
+        while True:
+            m = await receive()
+            if m["type"] != "http.request":
+                return
+            self.read.append(m.get("body", b""))
+            if not m.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_bodies_over_the_limit_get_413_before_anyone_reads_them():
+    inner = Echo()
+    sent = run_asgi(fp.BodyLimit(inner, 3 * 2**20), [(b"content-length", b"5000000")], [b"x" * 5_000_000])
+    assert sent[0]["status"] == 413 and not inner.called  # declared too big: refused unread
+    error = json.loads(sent[1]["body"])["error"]
+    assert error["code"] == 413 and error["message"].startswith("request body over 3 MiB")
+
+
+def test_a_chunked_body_is_counted_as_it_arrives():
+    inner = Echo()
+    limited = fp.BodyLimit(inner, 1000)
+    sent = []
+    queue = [{"type": "http.request", "body": b"x" * 600, "more_body": True},
+             {"type": "http.request", "body": b"x" * 600, "more_body": True},
+             {"type": "http.request", "body": b"x" * 600, "more_body": False}]
+
+    async def receive():
+        return queue.pop(0) if queue else {"type": "http.disconnect"}
+
+    async def send(m):
+        sent.append(m)
+
+    asyncio.run(limited({"type": "http", "method": "POST", "path": "/x", "headers": []}, receive, send))
+    assert [m.get("status") for m in sent if m["type"] == "http.response.start"] == [413]
+    assert inner.read == [b"x" * 600]  # the inner app saw the first chunk, then the client as gone
+    assert len(queue) == 1  # the rest was never read
+
+
+def test_bodies_within_the_limit_pass_untouched():
+    inner = Echo()
+    sent = run_asgi(fp.BodyLimit(inner, 1000), [(b"content-length", b"10")], [b"0123456789"])
+    assert [m.get("status") for m in sent if m["type"] == "http.response.start"] == [200]
+    assert inner.read == [b"0123456789"]
+    assert fp.body_limit({fp.BODY_LIMIT_ENV: "2048"}) == 2048 and fp.body_limit({}) == fp.DEFAULT_BODY_LIMIT

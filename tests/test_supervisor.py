@@ -58,14 +58,15 @@ class Clock:
         return self.t
 
 
-def spec(name, devices=()):
-    return ProcessSpec(name=name, argv=("x",), env={}, port=1, ready_path="/h", live_path="/h", devices=devices)
+def spec(name, devices=(), role="worker"):
+    return ProcessSpec(name=name, argv=("x",), env={}, port=1, ready_path="/h", live_path="/h", devices=devices,
+                       role=role)
 
 
 def make(workers=("a", "b"), devices=((), ()), policy=Policy(jitter=0.0)):
     sp, pr, clk = FakeSpawner(), FakeProber(), Clock()
-    sup = Supervisor([spec(n, d) for n, d in zip(workers, devices, strict=True)], spec(PROXY), sp, pr, clk,
-                     policy, rng=random.Random(0))
+    sup = Supervisor([spec(n, d) for n, d in zip(workers, devices, strict=True)], spec(PROXY, role="proxy"), sp,
+                     pr, clk, policy, rng=random.Random(0))
     return sup, sp, pr, clk
 
 
@@ -216,3 +217,42 @@ def test_stop_all_stops_proxy_first():
     sup.stop_all()
     assert sp.stopped[0] == sp.handles[PROXY].pid
     assert {p.state for p in sup.procs} == {S.STOPPED}
+
+
+def test_a_crashed_proxy_restarts_even_when_a_worker_went_fatal():
+    """The 'no FATAL worker' rule is for the first bring-up only: later, one dead model must not take the
+    endpoint of the others down with it; `memoria restart proxy` works as well."""
+    sup, sp, pr, clk = make()
+    pr.ready_set |= {"a", "b", PROXY}
+    for _ in range(3):
+        sup.tick()
+    assert sup.all_ready()
+    sp.log["a"] = ["ValueError: is not a local folder and is not a valid model identifier"]
+    sp.handles["a"].rc = 1
+    sup.tick()  # a crashed: backoff
+    clk.t += 10
+    pr.ready_set.discard("a")
+    sup.tick()  # restarted
+    sp.handles["a"].rc = 1
+    sup.tick()
+    assert sup.get("a").state == S.FATAL
+    sp.handles[PROXY].rc = 1  # now the proxy dies
+    sup.tick()
+    assert sup.get(PROXY).state == S.BACKOFF
+    clk.t += 10
+    sup.tick()
+    assert sup.get(PROXY).state == S.STARTING and sp.spawned.count(PROXY) == 2
+    sup.tick()
+    assert sup.get(PROXY).state == S.READY
+    sup.restart(PROXY)
+    sup.tick()
+    assert sp.spawned.count(PROXY) == 3
+
+
+def test_the_role_not_the_name_makes_the_proxy():
+    """A worker named like the proxy would be refused at profile load; the supervisor keys on the role."""
+    sp, pr, clk = FakeSpawner(), FakeProber(), Clock()
+    sup = Supervisor([spec("proxy-like")], spec("front", role="proxy"), sp, pr, clk, Policy(jitter=0.0))
+    sup.tick()
+    assert sp.spawned == ["proxy-like"]  # the proxy ("front") waits for the workers
+    assert [p.name for p in sup.workers] == ["proxy-like"]

@@ -22,7 +22,8 @@ def down_cmd(
     Example: `memoria down`.
     """
     from memoria_cli import processes
-    from memoria_cli.console import say
+    from memoria_cli.console import err, say
+    from memoria_cli.daemon import lock_holder
     from memoria_cli.home import Home
     from memoria_cli.state import read_state, supervisor_alive, write_state
 
@@ -30,22 +31,26 @@ def down_cmd(
     state, note = read_state(home.state_file)
     if note:
         say(f"memoria: {note}")
-    if supervisor_alive(state):
-        pid = state["supervisor"]["pid"]
-        os.kill(pid, signal.SIGTERM)
-        from memoria_cli.console import err
-
+    # The supervisor is found by state.json, or by the lock it holds when state.json is corrupt or gone:
+    # a live supervisor left running would start every worker again within seconds.
+    pid = state["supervisor"]["pid"] if state and supervisor_alive(state) else lock_holder(home)
+    if pid:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pid = None
+    if pid:
         with err().status(f"stopping (supervisor pid {pid})..."):
             deadline = time.monotonic() + timeout
-            while supervisor_alive(state) and time.monotonic() < deadline:
+            while lock_holder(home) == pid and time.monotonic() < deadline:
                 time.sleep(0.2)
-        if supervisor_alive(state):
+        if lock_holder(home) == pid:
             say(f"memoria: the supervisor did not stop within {timeout:.0f} s: killing it")
             os.kill(pid, signal.SIGKILL)
     left = processes.sweep(home.marker)
     if left:
         say(f"memoria: stopped {len(left)} leftover process(es)")
-    if state is None and not left:
+    if state is None and not left and not pid:
         say("memoria is not running")
         return
     if state is not None:

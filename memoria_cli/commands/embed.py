@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import typer
@@ -122,6 +121,7 @@ def embed_cmd(
 
     Example: `memoria embed "Hello, world!"` or `memoria embed -i docs.txt --format npy -o docs.npy`.
     """
+    from memoria_cli.client import request_pool
     from memoria_cli.commands.client_options import connect
     from memoria_cli.console import progress
     from memoria_cli.errors import InputError
@@ -154,7 +154,7 @@ def embed_cmd(
     sink = open(partial, "w", encoding="utf-8") if partial and fmt == "jsonl" else sys.stdout
     done = 0
     try:
-        with ThreadPoolExecutor(concurrency) as pool, progress("embedding", len(items), len(parts) > 1) as advance:
+        with request_pool(concurrency) as pool, progress("embedding", len(items), len(parts) > 1) as advance:
             for b, vs in zip(parts, pool.map(run, parts), strict=True):  # in order, while later ones run
                 if fmt == "npy":
                     vectors += vs

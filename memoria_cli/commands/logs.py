@@ -18,11 +18,17 @@ def logs_cmd(
     lines: int = typer.Option(50, "--lines", "-n", help="How many of the last lines to show."),
 ) -> None:
     """Print the last lines of a log under the memoria home. Example: `memoria logs qwen3-4b-thinking-fp8 -f`."""
+    import re
+
     from memoria_cli.daemon import tail
-    from memoria_cli.errors import InputError
+    from memoria_cli.errors import InputError, Interrupted, Terminated
     from memoria_cli.home import Home
 
+    if lines < 1 or lines > 1_000_000:
+        raise InputError(f"--lines {lines} is out of range", "give 1 to 1000000")
     home = Home.from_env()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or len(name) > 200:
+        raise InputError(f"{name!r} is not a worker name", "give a name as `memoria status` lists it")
     path = home.log_for(name)
     if not path.is_file():
         known = sorted(p.stem for p in home.logs.glob("*.log")) if home.logs.is_dir() else []
@@ -41,5 +47,7 @@ def logs_cmd(
                     sys.stdout.flush()
                 else:
                     time.sleep(0.3)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted) as exc:  # Ctrl-C ends the follow: that is how it is stopped
+            if isinstance(exc, Terminated):
+                raise
             return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import typer
@@ -33,6 +32,41 @@ def pages_of(files: list[Path], pages: str | None) -> list[tuple[str, Path, int 
     return jobs
 
 
+def output_names(items: list[tuple[Path, int | None]], ext: str) -> list[str]:
+    """One file name per page, never two alike: `x.txt`, `x-p2.txt`; where inputs would share a name
+    (a/x.png and b/x.png, x.pdf's page 1 and x-p1.png) each takes its suffix and as many of its folders as it
+    takes to tell them apart (`a_x.png.txt`). The same page given twice is refused: its answer would be
+    written twice."""
+    from collections import Counter
+
+    from memoria_cli.errors import InputError
+
+    where = [(f.resolve(), n) for f, n in items]
+    twice = [f for (f, n), c in Counter(where).items() if c > 1]
+    if twice:
+        raise InputError(f"{twice[0]} is given twice", "give each file once")
+
+    def name(i: int, depth: int) -> str:
+        f, n = where[i]
+        page = f"-p{n}" if n else ""
+        if depth < 0:
+            return f"{f.stem}{page}{ext}"
+        folders = [p for p in f.parent.parts if p != "/"][len(f.parent.parts) - 1 - depth:] if depth else []
+        return f"{'_'.join([*folders, f.stem])}.{f.suffix.lstrip('.')}{page}{ext}"
+
+    depth = [-1] * len(items)
+    names = [name(i, -1) for i in range(len(items))]
+    for _ in range(64):  # each round, names still shared take one folder more
+        clash = {x for x, c in Counter(names).items() if c > 1}
+        if not clash:
+            return names
+        for i, x in enumerate(names):
+            if x in clash:
+                depth[i] += 1
+                names[i] = name(i, depth[i])
+    return [f"{i + 1}-{x}" for i, x in enumerate(names)]  # paths this deep: number them
+
+
 def ocr_cmd(
     files: list[Path] = typer.Argument(..., metavar="FILE", help="PNG, JPEG, GIF, WebP, BMP or PDF files."),
     model: str = MODEL,
@@ -49,9 +83,11 @@ def ocr_cmd(
 
     Example: `memoria ocr page.png`, `memoria ocr report.pdf --pages 1-3 --markdown -o out/`.
     """
+    from memoria_cli.client import request_pool
     from memoria_cli.commands.client_options import connect
     from memoria_cli.console import err, progress
     from memoria_cli.errors import InputError
+    from memoria_cli.files import write_atomic
     from memoria_cli.inputs import image_data_url
 
     if markdown and prompt:
@@ -60,12 +96,13 @@ def ocr_cmd(
     jobs = pages_of(files, pages)
     targets = []
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        ext = ".md" if markdown else ".txt"
-        targets = [out_dir / f"{f.stem}{f'-p{n}' if n else ''}{ext}" for _, f, n, _ in jobs]
+        targets = [out_dir / name for name in output_names([(f, n) for _, f, n, _ in jobs],
+                                                            ".md" if markdown else ".txt")]
         taken = [str(t) for t in targets if t.exists()]
         if taken:
             raise InputError(f"{taken[0]} exists", "choose another --output-dir or remove it first")
+        if out_dir.exists() and not out_dir.is_dir():
+            raise InputError(f"--output-dir {out_dir} is a file", "give a folder (it is made if missing)")
     api, model = connect("vision", model, base_url, api_key, timeout)
 
     def run(job) -> str:
@@ -79,13 +116,13 @@ def ocr_cmd(
         return ((data.get("choices") or [{}])[0].get("message") or {}).get("content") or ""
 
     texts = []
-    with ThreadPoolExecutor(max(1, concurrency)) as pool, progress("ocr", len(jobs), len(jobs) > 1) as advance:
+    with request_pool(concurrency) as pool, progress("ocr", len(jobs), len(jobs) > 1) as advance:
         for t in pool.map(run, jobs):
             texts.append(t)
             advance()
     for i, ((label, *_), text) in enumerate(zip(jobs, texts, strict=True)):
         if targets:
-            targets[i].write_text(text.rstrip() + "\n", encoding="utf-8")
+            write_atomic(targets[i], text.rstrip() + "\n", private=False)
         elif len(jobs) > 1:
             sys.stdout.write(f"==> {label} <==\n{text.rstrip()}\n\n")
         else:

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from memoria_cli.commands.options import JSON
+
+if TYPE_CHECKING:
+    from memoria_cli.inventory import Gpu
 
 
 def register(app: typer.Typer) -> None:
     app.command(name="status")(status_cmd)
 
 
-def worker_memory(state: dict[str, Any]) -> dict[str, int]:
+def worker_memory(state: dict[str, Any], gpus: tuple[Gpu, ...] | None = None) -> dict[str, int]:
     """Memory each worker's process tree really holds: per GPU from NVML on a GPU host (vLLM's engine core is
-    a child of the API server), resident memory on the CPU engine."""
+    a child of the API server), resident memory on the CPU engine. `gpus`: NVML's view, probed if not given."""
     import psutil
 
     from memoria_cli.state import is_ours
@@ -26,7 +29,7 @@ def worker_memory(state: dict[str, Any]) -> dict[str, int]:
     if gpu:
         from memoria_cli.inventory import probe_gpus
 
-        for g in probe_gpus():
+        for g in gpus if gpus is not None else probe_gpus():
             for proc in g.processes:
                 by_pid[proc.pid] = by_pid.get(proc.pid, 0) + proc.used
     out = {}

@@ -39,6 +39,9 @@ def transcribe_cmd(
 
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if not 0.1 <= max_upload_mb <= 2048:  # also refuses nan: every comparison with it is false
+        raise InputError(f"--max-upload-mb {max_upload_mb} is out of range", "give 0.1 to 2048 (MB); the "
+                         "default 25 is vLLM's own upload limit")
     if output is not None and output.exists():
         raise InputError(f"{output} exists", "choose another name or remove it first")
     data = read_file(file)
@@ -54,7 +57,9 @@ def transcribe_cmd(
     else:
         text = _whole(api, file.name, data, fields, fmt)
     if output is not None:
-        output.write_text(text, encoding="utf-8")
+        from memoria_cli.files import write_atomic
+
+        write_atomic(output, text, private=False)
     else:
         sys.stdout.write(text)
 
@@ -77,7 +82,7 @@ def _whole(api, name: str, data: bytes, fields, fmt: str) -> str:
     text = resp.text
     if fmt in ("text", "srt", "vtt") and resp.headers.get("content-type", "").startswith("application/json"):
         # a server that answers JSON where OpenAI answers text (plain vLLM does): render it here
-        from memoria_cli.litellm_hooks import render, wav_duration
+        from memoria_cli.transcripts import render, wav_duration
 
         text = render(fmt, json.loads(text), wav_duration(data))
     elif fmt in ("json", "verbose_json"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -79,17 +81,40 @@ def _foreground(stack) -> None:
 def _detached(home, stack) -> None:
     """Start the supervisor in its own session, then follow state.json until ready or failed."""
     from memoria_cli.console import err, out
-    from memoria_cli.daemon import tail
-    from memoria_cli.state import read_state
     from memoria_cli.views import status_table
 
     home.ensure()
     log = home.logs / "supervisor.log"
     src = str(stack.profile.source)
-    with open(log, "ab") as f:
+    # Not marked like the workers: a racing `up` sweeps marked leftovers, and must not take a supervisor that
+    # has not yet taken the lock for one. `down` finds it by its lock (daemon.lock_holder).
+    with open(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as f:
         child = subprocess.Popen([sys.executable, "-m", "memoria_cli", "_supervise", "--profile", src],
                                  stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
                                  start_new_session=True, close_fds=True)
+    from memoria_cli.errors import Interrupted
+
+    try:
+        state, t0 = _wait_ready(home, child, log)
+    except (KeyboardInterrupt, Interrupted):
+        # Ctrl-C while it starts: stop what was started rather than leave it starting in the background.
+        err().print("interrupted: stopping what was starting...")
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        raise
+    out().print(status_table(state, {}, {}))
+    err().print(f"[green]ready[/] in {time.monotonic() - t0:.0f} s: {stack.url}  (`memoria down` stops it)")
+
+
+def _wait_ready(home, child, log):
+    """Follow state.json until the detached supervisor says running, or raise its failure."""
+    from memoria_cli.console import err
+    from memoria_cli.daemon import tail
+    from memoria_cli.state import read_state
+
     t0 = time.monotonic()
     state = None
     with err().status("starting...") as spinner:
@@ -109,8 +134,7 @@ def _detached(home, stack) -> None:
                 spinner.update(f"{time.monotonic() - t0:.0f}s: ready {len(ready)}/{len(procs)}"
                                + (f" - {', '.join(busy)}" if busy else ""))
             time.sleep(0.5)
-    out().print(status_table(state, {}, {}))
-    err().print(f"[green]ready[/] in {time.monotonic() - t0:.0f} s: {stack.url}  (`memoria down` stops it)")
+    return state, t0
 
 
 def _start_failure(home, pid: int, rc: int, state, sup_log: list[str]):

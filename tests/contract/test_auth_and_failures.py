@@ -73,3 +73,22 @@ def test_upstream_failure_is_an_api_error_with_a_message(keyed):
             os.killpg(worker["pid"], signal.SIGCONT)
         except ProcessLookupError:
             pass
+
+
+def test_a_body_over_the_limit_is_refused_with_413_before_it_is_read(keyed):
+    """proxy.max_body_mb (32 MiB by default) guards both paths; the proxy reads none of the body first."""
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(keyed["url"])
+    for path in ("/v1/embeddings", "/v1/audio/transcriptions"):
+        with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+            s.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
+                      f"Content-Type: application/json\r\nContent-Length: {200 * 2**20}\r\n\r\n".encode()
+                      + b"{" * 65536)  # a start of the 200 MB: the answer comes without the rest
+            answer = s.recv(65536).decode(errors="replace")
+        status = answer.split("\r\n", 1)[0]
+        assert status == "HTTP/1.1 413 Request Entity Too Large" or status.startswith("HTTP/1.1 413"), answer
+        assert "request body over 32 MiB" in answer
+    ok = OpenAI(base_url=keyed["url"], api_key=KEY).embeddings.create(input="still fine", model="tiny-embed")
+    assert ok.data

@@ -1,0 +1,43 @@
+"""The files memoria copies into LiteLLM's and vLLM's interpreters stand alone, and memoria's client never
+loads the LiteLLM plug-in (which installs itself into LiteLLM's app whenever LiteLLM is importable)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from memoria_cli.proxy_config import PLUGIN_FILES
+
+PKG = Path(__file__).resolve().parent.parent / "memoria_cli"
+COPIED = [*PLUGIN_FILES.values(), "vllm_hooks.py"]
+
+
+def test_copied_files_import_nothing_of_memoria():
+    for name in COPIED:
+        tree = ast.parse((PKG / name).read_text())
+        for node in ast.walk(tree):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(m.startswith("memoria_cli") for m in mods), (name, mods)
+
+
+def test_the_client_renders_transcripts_with_litellm_importable(tmp_path):
+    """A LiteLLM whose proxy server fails on import: the client must not touch it (it used to crash)."""
+    fake = tmp_path / "litellm"
+    (fake / "integrations").mkdir(parents=True)
+    (fake / "proxy").mkdir()
+    for d in (fake, fake / "integrations", fake / "proxy"):
+        (d / "__init__.py").write_text("")
+    (fake / "integrations" / "custom_logger.py").write_text("class CustomLogger: pass\n")
+    (fake / "proxy" / "proxy_server.py").write_text("raise RuntimeError('the proxy server was imported')\n")
+    code = ("import sys, memoria_cli.commands.transcribe, memoria_cli.audio\n"
+            "from memoria_cli.transcripts import render\n"
+            "import litellm.integrations.custom_logger\n"
+            "print(render('srt', {'text': 'hello'}, 1.5), end='')\n"
+            "assert 'memoria_cli.litellm_hooks' not in sys.modules\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={"PYTHONPATH": f"{tmp_path}:{PKG.parent}", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "1\n00:00:00,000 --> 00:00:01,500\nhello\n\n"
