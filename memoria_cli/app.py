@@ -42,6 +42,9 @@ def main() -> None:
     from memoria_cli.console import debug_enabled
     from memoria_cli.errors import Interrupted, MemoriaError, Terminated
 
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 must not crash a message about it
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     prefix = f"memoria[{os.getpid()}]" if len(sys.argv) > 1 and sys.argv[1] == "_supervise" else "memoria"
     signal.signal(signal.SIGTERM, _interrupted)  # the supervisor installs its own handlers over these
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored

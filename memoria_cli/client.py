@@ -35,13 +35,28 @@ def resolve_endpoint(base_url: str | None = None, api_key: str | None = None,
     env = dict(os.environ) if environ is None else environ
     key = api_key or env.get("MEMORIA_API_KEY") or env.get("OPENAI_API_KEY") or "not-needed"
     if base_url:
-        return Endpoint(base_url.rstrip("/"), key, "--base-url")
+        return _checked(Endpoint(base_url.rstrip("/"), key, "--base-url"))
     for var in ("MEMORIA_BASE_URL", "OPENAI_API_BASE", "OPENAI_BASE_URL"):
         if env.get(var):
-            return Endpoint(env[var].rstrip("/"), key, var)
-    if state and state.get("url"):
-        return Endpoint(state["url"].rstrip("/"), key, "the running memoria")
+            return _checked(Endpoint(env[var].rstrip("/"), key, var))
+    if state and isinstance(state.get("url"), str):
+        return _checked(Endpoint(state["url"].rstrip("/"), key, "the running memoria"))
     return Endpoint(DEFAULT_URL, key, "the default")
+
+
+def _checked(ep: Endpoint) -> Endpoint:
+    """An http(s) URL with a host, or one line saying which setting is wrong."""
+    try:
+        url = httpx.URL(ep.base_url)
+        ok = url.scheme in ("http", "https") and bool(url.host)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise InputError(f"{ep.source} {ep.base_url[:200]!r} is not an http(s) URL",
+                         "write it like http://127.0.0.1:8200/v1")
+    if any(c in ep.api_key for c in "\r\n") or not ep.api_key.isprintable():
+        raise InputError("the API key has control characters in it", "check MEMORIA_API_KEY / OPENAI_API_KEY")
+    return ep
 
 
 def running_state() -> dict[str, Any] | None:

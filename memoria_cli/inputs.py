@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import re
 from pathlib import Path
 
@@ -52,6 +53,17 @@ def read_file(path: str | Path) -> bytes:
     if not data:
         raise InputError(f"{p} is empty")
     return data
+
+
+def new_output(path: Path) -> None:
+    """An -o target: never an existing file (nothing the user has is overwritten), in a folder that exists."""
+    if path.exists() or path.is_symlink():
+        raise InputError(f"{path} exists", "choose another name or remove it first")
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(f"cannot write {path}: the folder {parent} does not exist", "create it first")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write {path}: the folder {parent} is not writable")
 
 
 def text_lines(data: bytes, name: str) -> list[str]:

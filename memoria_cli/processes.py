@@ -135,10 +135,12 @@ def sweep(marker: str, grace: float = 5.0) -> list[int]:
 
 def port_owner(port: int, host: str = "127.0.0.1") -> str | None:
     """None if we could listen on `port`; else who holds it ("pid 123 (python3)" when the OS says)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    host = "127.0.0.1" if host == "localhost" else host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # '::1' is not a port taken: it is IPv6
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((host if host not in ("localhost",) else "127.0.0.1", port))
+            s.bind((host.strip("[]"), port))
             return None
         except OSError:
             pass

@@ -6,14 +6,14 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 from memoria_cli.errors import InputError
 from memoria_cli.units import parse_size
 
 Kind = Literal["embedding", "chat", "vision", "transcription"]
 KINDS: tuple[Kind, ...] = ("embedding", "chat", "vision", "transcription")
-Bytes = Annotated[int, BeforeValidator(parse_size)]
+Bytes = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
 SHIPPED = Path(__file__).resolve().parent.parent / "profiles"
 RESERVED_NAMES = ("proxy", "supervisor")  # the proxy's and supervisor's logs (worker_spec.RESERVED_NAMES)
 
@@ -124,7 +124,7 @@ class ModelEntry(Strict):
 
 class ProxySettings(Strict):
     host: str = "127.0.0.1"
-    port: int = Field(default=8200, gt=0, lt=65536)
+    port: StrictInt = Field(default=8200, gt=0, lt=65536)
     workers: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(default="auto",
                                                                    description="proxy processes; auto: from the cores")
     fast_path: bool = Field(default=True, description="embeddings and chat relayed to vLLM inside the proxy "
@@ -151,11 +151,21 @@ class Profile(Strict):
     name: str = ""
     description: str = ""
     proxy: ProxySettings = ProxySettings()
-    worker_port_base: int = Field(default=8301, gt=0, lt=65000)
+    worker_port_base: StrictInt = Field(default=8301, gt=1023, lt=65000)
     startup_timeout: float = Field(default=900.0, gt=0, description="seconds a worker may take to be ready")
     supervision: Supervision = Supervision()
     models: list[ModelEntry] = Field(min_length=1)
     source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _ports_apart(self) -> Profile:
+        last = self.worker_port_base + len(self.models) - 1
+        if self.worker_port_base <= self.proxy.port <= last:
+            raise ValueError(f"proxy.port {self.proxy.port} is one of the workers' ports "
+                             f"({self.worker_port_base}-{last}): move proxy.port or worker_port_base")
+        if last > 65535:
+            raise ValueError(f"worker ports would run past 65535 (worker_port_base {self.worker_port_base})")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> Profile:
@@ -184,6 +194,14 @@ def profile_dirs() -> list[Path]:
 
 
 def resolve_profile_path(name_or_path: str) -> Path:
+    try:
+        return _resolve_profile_path(name_or_path)
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte...
+        raise InputError(f"cannot use {name_or_path[:80]!r} as a profile: {getattr(exc, 'strerror', None) or exc}",
+                         "give a profile name (`memoria profiles` lists them) or a .yaml path") from None
+
+
+def _resolve_profile_path(name_or_path: str) -> Path:
     p = Path(name_or_path).expanduser()
     if p.suffix in (".yaml", ".yml") or os.sep in name_or_path:
         if not p.is_file():
@@ -239,14 +257,37 @@ def _anchor(entry: object, base: Path) -> object:
     return entry
 
 
+class DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys_loader() -> type:
+    """yaml's SafeLoader, refusing a key given twice in one mapping (yaml keeps the last without a word)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+            seen: set[object] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise DuplicateKey(f"key {key!r} appears twice (line {key_node.start_mark.line + 1})")
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
+
+
 def load_profile(name_or_path: str) -> Profile:
     import yaml
 
     path = resolve_profile_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_keys_loader())
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read profile {path}: {exc}") from None
+    except DuplicateKey as exc:
+        raise InputError(f"{path}: {exc}", "a repeated key silently replaces the first: keep one") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""

@@ -26,7 +26,7 @@ def read_state(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"cannot read {path}: {exc}"
     try:
         data = json.loads(text)
-        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION or not _well_formed(data):
             raise ValueError("unknown layout")
         return data, None
     except (ValueError, UnicodeDecodeError):
@@ -36,6 +36,23 @@ def read_state(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         except OSError:
             return None, f"{path} is corrupt and could not be moved aside"
         return None, f"{path} was corrupt: set aside as {aside.name}"
+
+
+def _well_formed(data: dict[str, Any]) -> bool:
+    """The shape every reader relies on; anything else is corrupt (set aside), not a crash in `status`."""
+    sup, procs, plan = data.get("supervisor", {}), data.get("processes", {}), data.get("plan", {})
+    if not (isinstance(sup, dict) and isinstance(procs, dict) and isinstance(plan, dict)):
+        return False
+    for p in procs.values():
+        if not (isinstance(p, dict) and isinstance(p.get("state"), str) and isinstance(p.get("port"), int)):
+            return False
+        if p.get("pid") is not None and not isinstance(p["pid"], int):
+            return False
+    workers, devices = plan.get("workers", []), plan.get("devices", [])
+    return (isinstance(workers, list) and all(isinstance(w, dict) and isinstance(w.get("name"), str)
+                                              for w in workers)
+            and isinstance(devices, list) and all(isinstance(d, dict) for d in devices)
+            and (data.get("url") is None or isinstance(data["url"], str)))
 
 
 def write_state(path: Path, state: dict[str, Any]) -> None:

@@ -115,7 +115,7 @@ def build(kind: str, src: Path, out: Path, rt: Runtimes, say: Callable[[str], No
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        raise InputError(f"building the model failed ({kind}):\n{tail}", "run `memoria pull --debug` to see more")
+        raise InputError(f"building the model failed ({kind}):\n{tail}", "run `memoria --debug pull` to see more")
 
 
 def pull(entry: ModelEntry, rt: Runtimes, cache: Path, say: Callable[[str], None]) -> bool:

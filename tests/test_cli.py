@@ -117,3 +117,62 @@ def test_flags_memoria_owns_cannot_be_overridden(memoria, tmp_path, extra, words
         "weights": "10MiB", "layers": 2, "kv_heads": 2, "head_dim": 32, "max_context": 512}}]}))
     r = memoria("plan", "-p", str(p))
     assert r.returncode == 3 and words in r.stderr, r.stderr
+
+
+def write(tmp_path, text: str):
+    p = tmp_path / "p.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+FACTS = "facts: {weights: 10MiB, layers: 2, kv_heads: 2, head_dim: 32, max_context: 512}"
+
+
+@pytest.mark.parametrize(("case", "code", "words"), [
+    ("long-name", 3, "cannot use 'aaaa"),
+    ("bad-url", 3, "MEMORIA_BASE_URL 'http://[::1' is not an http(s) URL"),
+    ("missing-folder", 3, "the folder /nonexistent-folder does not exist"),
+    ("duplicate-key", 3, "key 'models' appears twice"),
+    ("proxy-on-a-worker-port", 3, "proxy.port 8301 is one of the workers' ports"),
+    ("negative-weights", 3, "weights: Input should be greater than or equal to 0"),
+    ("port-true", 3, "proxy.port: Input should be a valid integer"),
+    ("state-of-the-wrong-shape", 8, "was corrupt: set aside"),
+    ("undecodable-file-name", 3, "file not found"),
+])
+def test_bad_input_of_every_kind_gets_its_documented_code(home, memoria, tmp_path, case, code, words):
+    env = None
+    if case == "long-name":
+        args = ["plan", "-p", "a" * 5000]
+    elif case == "bad-url":
+        args, env = ["chat", "hi"], {"MEMORIA_BASE_URL": "http://[::1"}
+    elif case == "missing-folder":
+        args = ["embed", "x", "-o", "/nonexistent-folder/x.jsonl"]
+    elif case == "duplicate-key":
+        args = ["plan", "-p", write(tmp_path, f"models:\n  - {{name: a, model: x/a, kind: chat, {FACTS}}}\n"
+                                              f"models:\n  - {{name: b, model: x/b, kind: chat, {FACTS}}}\n")]
+    elif case == "proxy-on-a-worker-port":
+        args = ["plan", "-p", write(tmp_path, f"proxy: {{port: 8301}}\nmodels:\n  - {{name: a, model: x/a, "
+                                              f"kind: chat, {FACTS}}}\n")]
+    elif case == "negative-weights":
+        args = ["plan", "-p", write(tmp_path, "models:\n  - {name: a, model: x/a, kind: chat, facts: {weights: "
+                                              "-98, layers: 2, kv_heads: 2, head_dim: 32, max_context: 512}}\n")]
+    elif case == "port-true":
+        args = ["plan", "-p", write(tmp_path, f"proxy: {{port: true}}\nmodels:\n  - {{name: a, model: x/a, "
+                                              f"kind: chat, {FACTS}}}\n")]
+    elif case == "state-of-the-wrong-shape":
+        home.mkdir(parents=True)
+        (home / "state.json").write_text('{"version": 1, "phase": "running", "processes": [1, 2]}')
+        args = ["status"]
+    else:
+        args = ["ocr", (tmp_path / "caf\udce9.png").as_posix()]
+    r = memoria(*args, env=env)
+    assert r.returncode == code, (r.stdout, r.stderr)
+    assert words in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_an_ipv6_loopback_port_is_checked_as_ipv6():
+    from memoria_cli.processes import port_owner
+    from tests.conftest import free_ports
+
+    port = free_ports(1)
+    assert port_owner(port, "::1") is None  # was always "taken": bound as IPv4

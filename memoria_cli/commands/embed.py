@@ -125,13 +125,14 @@ def embed_cmd(
     from memoria_cli.commands.client_options import connect
     from memoria_cli.console import progress
     from memoria_cli.errors import InputError
+    from memoria_cli.inputs import new_output
 
     if fmt not in ("jsonl", "npy") or (fmt == "npy" and output is None):
         raise InputError("--format takes jsonl or npy (npy needs -o FILE)")
     if batch_size < 1 or concurrency < 1:
         raise InputError("--batch-size and --concurrency must be at least 1")
-    if output is not None and output.exists():
-        raise InputError(f"{output} exists", "choose another name or remove it first")
+    if output is not None:
+        new_output(output)
     items = read_inputs(texts or [], input_file)
     api, model = connect("embedding", model, base_url, api_key, timeout)
     parts = batches(items, batch_size)

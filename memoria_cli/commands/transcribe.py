@@ -35,15 +35,15 @@ def transcribe_cmd(
     from memoria_cli import audio
     from memoria_cli.commands.client_options import connect
     from memoria_cli.errors import InputError
-    from memoria_cli.inputs import read_file
+    from memoria_cli.inputs import new_output, read_file
 
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     if not 0.1 <= max_upload_mb <= 2048:  # also refuses nan: every comparison with it is false
         raise InputError(f"--max-upload-mb {max_upload_mb} is out of range", "give 0.1 to 2048 (MB); the "
                          "default 25 is vLLM's own upload limit")
-    if output is not None and output.exists():
-        raise InputError(f"{output} exists", "choose another name or remove it first")
+    if output is not None:
+        new_output(output)
     data = read_file(file)
     sends = audio.prepare(data, str(file), int(max_upload_mb * 2**20))
     api, model = connect("transcription", model, base_url, api_key, timeout)
