@@ -7,10 +7,14 @@ decompression bombs), fully decoded (a truncated file fails here) and downscaled
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import os
 import re
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from memoria_cli.errors import InputError
 
@@ -86,12 +90,13 @@ def parse_pages(spec: str | None, count: int) -> list[int]:
             lo, hi = int(a), int(b or a)
             if lo < 1 or hi < lo:
                 raise ValueError
+            if hi > count:  # checked before the range is built: `1-300000000` costs nothing
+                raise InputError(f"page {max(lo, count + 1)} does not exist (the document has {count})")
             pages.extend(range(lo - 1, hi))
+            if len(pages) > 10 * count:
+                raise InputError(f"--pages {spec[:60]!r} repeats pages over and over")
     except ValueError:
-        raise InputError(f"--pages {spec!r} is not a page list", "write it like 1-3,5") from None
-    bad = [p + 1 for p in pages if p >= count]
-    if bad:
-        raise InputError(f"page {bad[0]} does not exist (the document has {count})")
+        raise InputError(f"--pages {spec[:60]!r} is not a page list", "write it like 1-3,5") from None
     return pages
 
 
@@ -138,24 +143,56 @@ def image_data_url(img, max_pixels: int = SEND_PIXELS) -> tuple[str, bool]:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(), small
 
 
-def pdf_pages(data: bytes, name: str, pages: str | None, scale: float = 2.0) -> list[tuple[int, object]]:
-    """[(page number, PIL image)] for the chosen pages of a PDF, rendered at 144 dpi."""
+PDF_LOCK = threading.Lock()  # pdfium is not thread-safe: one call into it at a time, whichever thread asks
+PDF_SCALE = 2.0  # 144 dpi: small print stays legible for OCR
+
+
+def _open_pdf(data: bytes, name: str) -> Any:
     import pypdfium2 as pdfium
 
     try:
-        doc = pdfium.PdfDocument(data)
+        return pdfium.PdfDocument(data)
     except pdfium.PdfiumError as exc:
         if "password" in str(exc).lower():
             raise InputError(f"{name} is encrypted", "decrypt it first (e.g. `qpdf --decrypt`)") from None
         if _no_pages(data):  # pdfium refuses a page-less file outright
             raise InputError(f"{name} has no pages") from None
         raise InputError(f"{name} is not a readable PDF ({exc})") from None
-    try:
-        if len(doc) == 0:
-            raise InputError(f"{name} has no pages")
-        return [(i + 1, doc[i].render(scale=scale).to_pil()) for i in parse_pages(pages, len(doc))]
-    finally:
-        doc.close()
+
+
+def pdf_pages(data: bytes, name: str, pages: str | None,
+              max_pixels: int = SEND_PIXELS) -> list[tuple[int, Callable[[], Any]]]:
+    """[(page number, render())] for the chosen pages, checked against the page count before anything is
+    rendered. Each page is rendered only when its render() is called, so one page at a time is in memory."""
+    with PDF_LOCK:
+        doc = _open_pdf(data, name)
+        try:
+            count = len(doc)
+        finally:
+            doc.close()
+    if count == 0:
+        raise InputError(f"{name} has no pages")
+    return [(i + 1, functools.partial(render_pdf_page, data, name, i, max_pixels))
+            for i in parse_pages(pages, count)]
+
+
+def render_pdf_page(data: bytes, name: str, index: int, max_pixels: int = SEND_PIXELS) -> Any:
+    """One page as a PIL image at 144 dpi, or smaller so that it has at most `max_pixels` (a 343-byte PDF can
+    declare a 14,400-point page: 5.7 GB at 144 dpi). A page too elongated to fit is refused."""
+    with PDF_LOCK:
+        doc = _open_pdf(data, name)
+        try:
+            page = doc[index]
+            w, h = page.get_size()
+            if not (w > 0 and h > 0):
+                raise InputError(f"{name} page {index + 1} has no area")
+            scale = min(PDF_SCALE, (max_pixels / (w * h)) ** 0.5)
+            if w * scale < 8 or h * scale < 8:
+                raise InputError(f"{name} page {index + 1} is {w:.0f} x {h:.0f} points: too elongated to render "
+                                 f"legibly within {max_pixels:,} pixels", "crop the page first")
+            return page.render(scale=scale).to_pil()
+        finally:
+            doc.close()
 
 
 def _no_pages(data: bytes) -> bool:

@@ -116,3 +116,48 @@ def test_ocr_refuses_before_any_request_when_an_output_exists(tmp_path, hanging)
                     str(tmp_path / "out"), "-m", "v", "--base-url", hanging, timeout=30)
     assert r.returncode == 3 and "exists" in r.stderr
     assert (tmp_path / "out" / "b_x.png.txt").read_text() == "mine" and Hanging.posts == 0
+
+
+def pdf_with_pages(*sizes: tuple[float, float]) -> bytes:
+    import io
+
+    import pypdfium2 as pdfium
+
+    doc = pdfium.PdfDocument.new()
+    for w, h in sizes:
+        doc.new_page(w, h)
+    buf = io.BytesIO()
+    doc.save(buf)
+    doc.close()
+    return buf.getvalue()
+
+
+def test_huge_pdf_pages_are_rendered_within_the_pixel_cap_one_at_a_time():
+    """Three 14,400-point pages declared in a few hundred bytes: 5.7 GB each at 144 dpi, uncapped."""
+    import resource
+
+    from memoria_cli.inputs import SEND_PIXELS, pdf_pages
+
+    data = pdf_with_pages(*[(14400, 14400)] * 3)
+    assert len(data) < 2000
+    jobs = pdf_pages(data, "bomb.pdf", None)
+    assert [n for n, _ in jobs] == [1, 2, 3]  # nothing rendered yet
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _, render in jobs:
+        img = render()
+        assert img.width * img.height <= SEND_PIXELS and img.width == img.height
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 200, grown_mib  # one capped page at a time, not 17 GB
+
+
+def test_a_page_list_is_checked_against_the_page_count_before_it_is_built():
+    from memoria_cli.inputs import parse_pages, pdf_pages
+
+    t0 = time.monotonic()
+    with pytest.raises(InputError, match=r"page 4 does not exist \(the document has 3\)"):
+        parse_pages("1-300000000", 3)
+    with pytest.raises(InputError, match="repeats pages"):
+        parse_pages(",".join(["1-3"] * 100), 3)
+    assert time.monotonic() - t0 < 0.5
+    with pytest.raises(InputError, match="too elongated"):
+        [render() for _, render in pdf_pages(pdf_with_pages((14400, 1)), "strip.pdf", None)]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -17,18 +19,21 @@ def register(app: typer.Typer) -> None:
     app.command(name="ocr")(ocr_cmd)
 
 
-def pages_of(files: list[Path], pages: str | None) -> list[tuple[str, Path, int | None, object]]:
-    """[(label, file, page or None, PIL image)] for every image and chosen PDF page, checked locally."""
+def pages_of(files: list[Path], pages: str | None,
+             max_pixels: int = 4_194_304) -> list[tuple[str, Path, int | None, Callable[[], Any]]]:
+    """[(label, file, page or None, image())] for every image and chosen PDF page, checked locally before
+    anything is sent. Images are decoded now (a damaged one fails here); PDF pages are rendered when sent."""
     from memoria_cli.inputs import load_image, pdf_pages, read_file
 
-    jobs = []
+    jobs: list[tuple[str, Path, int | None, Callable[[], Any]]] = []
     for f in files:
         data = read_file(f)
         if data[:5] == b"%PDF-":
-            for n, img in pdf_pages(data, str(f), pages):
-                jobs.append((f"{f} [page {n}]", f, n, img))
+            for n, render in pdf_pages(data, str(f), pages, max_pixels):
+                jobs.append((f"{f} [page {n}]", f, n, render))
         else:
-            jobs.append((str(f), f, None, load_image(data, str(f))))
+            img = load_image(data, str(f))
+            jobs.append((str(f), f, None, lambda img=img: img))
     return jobs
 
 
@@ -93,7 +98,9 @@ def ocr_cmd(
     if markdown and prompt:
         raise InputError("give --markdown or --prompt, not both")
     instruction = prompt or (MARKDOWN if markdown else PLAIN)
-    jobs = pages_of(files, pages)
+    if not 1024 <= max_pixels <= 64 * 2**20:
+        raise InputError(f"--max-pixels {max_pixels} is out of range", "give 1024 to 67108864")
+    jobs = pages_of(files, pages, max_pixels)
     targets = []
     if out_dir is not None:
         targets = [out_dir / name for name in output_names([(f, n) for _, f, n, _ in jobs],
@@ -106,8 +113,8 @@ def ocr_cmd(
     api, model = connect("vision", model, base_url, api_key, timeout)
 
     def run(job) -> str:
-        label, _, _, img = job
-        url, smaller = image_data_url(img, max_pixels)
+        label, _, _, image = job
+        url, smaller = image_data_url(image(), max_pixels)
         if smaller:
             err().print(f"{label}: downscaled to at most {max_pixels:,} pixels", style="dim")
         data = api.post_json("chat/completions", {"model": model, "max_tokens": max_tokens, "messages": [

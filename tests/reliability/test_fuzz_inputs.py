@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,7 +14,8 @@ from memoria_cli.errors import InputError
 PNG_HEAD = b"\x89PNG\r\n\x1a\n"
 PREFIXES = [b"", PNG_HEAD, b"%PDF-1.4\n", b"RIFF\x24\x00\x00\x00WAVEfmt ", b"fLaC", b"OggS", b"ID3", b"\xff\xfb",
             b"GIF89a", b"\xff\xd8\xff", b"BM", b"RIFF\x00\x00\x00\x00WEBP"]
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# A deadline: an input that takes seconds (or gigabytes) to refuse is a bug, not a slow test.
+FUZZ = settings(max_examples=150, deadline=timedelta(seconds=3), suppress_health_check=[HealthCheck.too_slow])
 
 
 def png_chunk(kind: bytes, body: bytes) -> bytes:
@@ -29,7 +31,8 @@ def test_images_and_pdfs(prefix, tail):
     data = prefix + tail
     try:
         if data.startswith(b"%PDF-"):
-            pdf_pages(data, "fuzz.pdf", None)
+            for _, render in pdf_pages(data, "fuzz.pdf", None):
+                render()
         else:
             load_image(data, "fuzz.img")
     except InputError:
