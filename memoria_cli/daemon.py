@@ -24,7 +24,7 @@ from memoria_cli.model_facts import read_facts
 from memoria_cli.planner import Plan, plan
 from memoria_cli.probes import HttpProber
 from memoria_cli.profile import Profile, load_profile
-from memoria_cli.proxy_config import auth_env, render, write_config
+from memoria_cli.proxy_config import auth_env, render, worker_key_env, worker_keys, write_config
 from memoria_cli.runtimes import Runtimes
 from memoria_cli.state import read_state, supervisor_alive, write_state
 from memoria_cli.supervisor import Policy, Proc, Supervisor
@@ -42,6 +42,7 @@ class Stack:
     proxy_config: dict[str, Any]
     auth: bool
     proxy_env: dict[str, str] = field(repr=False)  # may hold the master key: never logged, never in argv
+    worker_keys: dict[str, str] = field(default_factory=dict, repr=False)  # name -> its VLLM_API_KEY (with auth)
 
     @property
     def url(self) -> str:
@@ -65,10 +66,16 @@ def prepare(home: Home, profile_name: str, gpus: str | None = None) -> Stack:
     inv, the_plan = make_plan(profile, gpus)
     vllm, litellm = Runtimes(home.runtimes).require()
     auth, env = auth_env(profile.proxy.host)
+    env["MEMORIA_LOOPBACK_ONLY"] = "0" if auth else "1"  # proxy_fastpath.RequestGuard: Host checked without a key
+    keys = worker_keys(the_plan) if auth else {}
+    for i, w in enumerate(the_plan.workers):
+        if w.name in keys:
+            env[worker_key_env(i)] = keys[w.name]
     specs = specs_for(the_plan, profile, vllm, home)
     proxy = proxy_spec(the_plan, litellm, home.proxy_config, home.log_for(PROXY), home.marker)
     return Stack(home=home, profile=profile, inventory=inv, plan=the_plan, workers=specs, proxy=proxy,
-                 proxy_config=render(the_plan, profile, auth), auth=auth, proxy_env=env)
+                 proxy_config=render(the_plan, profile, auth), auth=auth, proxy_env=env,
+                 worker_keys=keys)
 
 
 # ---------------------------------------------------------------------------------------------- lock
@@ -246,8 +253,8 @@ def supervise(stack: Stack, on_tick: Callable[[Supervisor, str], None] | None = 
         """Written at once: a stop that follows may block the loop for its grace period."""
         write_state(stack.home.state_file, snapshot(stack, sup, phase, started))
 
-    extra = {PROXY: stack.proxy_env}
-    sup = Supervisor(stack.workers, stack.proxy, RealSpawner(extra), HttpProber(), time.monotonic,
+    extra = {PROXY: stack.proxy_env, **{n: {"VLLM_API_KEY": k} for n, k in stack.worker_keys.items()}}
+    sup = Supervisor(stack.workers, stack.proxy, RealSpawner(extra), HttpProber(stack.worker_keys), time.monotonic,
                      policy or policy_for(stack.profile), on_change=changed)
     failure: Proc | None = None
     try:

@@ -145,15 +145,14 @@ if CustomLogger is not None:
     async def user_api_key_auth(request: Any, api_key: str) -> Any:
         """With a master key set: that key or 401. (LiteLLM's own check answers a wrong key with 400 "No
         connected db" when, as here, there is no key database.)"""
-        import hmac
         import os
 
         from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
 
         master = os.environ.get("LITELLM_MASTER_KEY", "")
-        given = (api_key or "").removeprefix("Bearer ").strip()
-        if master and hmac.compare_digest(given.encode(), master.encode()):
-            return UserAPIKeyAuth(api_key=given, user_role=LitellmUserRoles.PROXY_ADMIN)
+        fp = _sibling("memoria_fastpath")  # the fast path's own reading of the credentials: one for both paths
+        if master and fp.key_matches(request.headers.getlist("authorization"), master):
+            return UserAPIKeyAuth(api_key=master, user_role=LitellmUserRoles.PROXY_ADMIN)
         raise ProxyException(message="Authentication Error: missing or wrong API key", type="auth_error",
                              param="api_key", code=401)
     def _install() -> None:
@@ -166,6 +165,6 @@ if CustomLogger is not None:
         if fp.enabled():
             key = os.environ.get("LITELLM_MASTER_KEY") or None
             fast = lambda inner: fp.FastPath(inner, lambda: proxy_server.llm_router, key)  # noqa: E731
-        install(proxy_server.app, fast, lambda inner: fp.BodyLimit(inner, fp.body_limit()))
+        install(proxy_server.app, fast, lambda inner: fp.BodyLimit(fp.guard(inner), fp.body_limit()))
 
     _install()

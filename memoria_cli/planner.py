@@ -114,6 +114,7 @@ class Plan:
     proxy_workers: int = 1
     proxy_fast_path: bool = True
     proxy_max_body: int = 32 * MiB
+    proxy_allowed_origins: tuple[str, ...] = ()
 
     def worker(self, name: str) -> WorkerPlan:
         return next(w for w in self.workers if w.name == name)
@@ -250,7 +251,8 @@ def plan(profile: Profile, inv: Inventory, facts: dict[str, Facts]) -> Plan:
     else:
         the_plan = _plan_gpus(profile, inv.gpus, needs, ports)
     return replace(the_plan, proxy_workers=proxy_workers(profile.proxy.workers, inv),
-                   proxy_fast_path=profile.proxy.fast_path, proxy_max_body=int(profile.proxy.max_body_mb * MiB))
+                   proxy_fast_path=profile.proxy.fast_path, proxy_max_body=int(profile.proxy.max_body_mb * MiB),
+                   proxy_allowed_origins=tuple(profile.proxy.allowed_origins))
 
 
 def proxy_workers(setting: int | str, inv: Inventory) -> int:

@@ -10,15 +10,18 @@ from memoria_cli.worker_spec import ProcessSpec
 class HttpProber:
     """Short timeouts: a probe that hangs is itself the answer (a hung server is not live)."""
 
-    def __init__(self, timeout: float = 5.0) -> None:
+    def __init__(self, keys: dict[str, str] | None = None, timeout: float = 5.0) -> None:
         self.client = httpx.Client(timeout=timeout, trust_env=False)
+        self.keys = keys or {}  # a worker's own key (with auth, vLLM guards /v1/* with it)
 
     def ready(self, spec: ProcessSpec) -> bool:
         if not self._ok(spec.base_url + spec.ready_path):
             return False
         if spec.models_path and spec.served_name:
             try:
-                data = self.client.get(spec.base_url + spec.models_path).json()
+                key = self.keys.get(spec.name)
+                headers = {"Authorization": f"Bearer {key}"} if key else None
+                data = self.client.get(spec.base_url + spec.models_path, headers=headers).json()
                 return spec.served_name in {m.get("id") for m in data.get("data", [])}
             except (httpx.HTTPError, ValueError, AttributeError):
                 return False

@@ -70,7 +70,8 @@ OWNED_FLAGS = {
     "--gpu-memory-utilization": "", "--kv-cache-memory-bytes": "", "--block-size": "",
     "--tensor-parallel-size": "", "-tp": "", "--kv-cache-dtype": "kv_cache_dtype", "--dtype": "dtype",
     "--revision": "revision", "--trust-remote-code": "trust_remote_code", "--enforce-eager": "enforce_eager",
-    "--api-key": "", "--reasoning-parser": "reasoning_parser",
+    "--api-key": "", "--reasoning-parser": "reasoning_parser", "--allowed-media-domains": "media_domains",
+    "--allowed-local-media-path": "",
 }
 OWNED_ENV = {"CUDA_VISIBLE_DEVICES": "from the plan's devices", "MEMORIA_MARKER": "to find its processes",
              "VLLM_API_KEY": "memoria's own key", "VLLM_CPU_KVCACHE_SPACE": "from the plan"}
@@ -98,6 +99,8 @@ class ModelEntry(Strict):
     facts: ModelFacts | None = None
     source: ModelSource | None = None
     note: str | None = Field(default=None, description="shown by status, e.g. 'random weights'")
+    media_domains: list[str] = Field(default=[], description="hosts the worker may fetch image/audio URLs from; "
+                                     "none by default: only data: URLs (no requests to anywhere on your behalf)")
     extra_args: list[str] = []
     env: dict[str, str] = {}
 
@@ -131,6 +134,8 @@ class ProxySettings(Strict):
                             "(memoria_cli/proxy_fastpath.py); false: every request takes LiteLLM's own path")
     max_body_mb: float = Field(default=32.0, gt=0, le=4096, allow_inf_nan=False,
                                description="larger request bodies get 413 before they are read")
+    allowed_origins: list[str] = Field(default=[], description="web pages (e.g. http://localhost:3000) whose "
+                                       "browser requests are let through; others get 403")
 
 
 class Supervision(Strict):

@@ -25,7 +25,7 @@ WEAK_KEY_ENV = "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY"
 def render(plan: Plan, profile: Profile, auth: bool) -> dict[str, Any]:
     model_list = []
     aliases: dict[str, str] = {}
-    for w in plan.workers:
+    for i, w in enumerate(plan.workers):
         entry = profile.model(w.name)
         info: dict[str, Any] = {"mode": MODE[w.kind]}
         if w.kind == "vision":
@@ -35,7 +35,8 @@ def render(plan: Plan, profile: Profile, auth: bool) -> dict[str, Any]:
             "litellm_params": {
                 "model": f"hosted_vllm/{w.name}",
                 "api_base": f"http://127.0.0.1:{w.port}/v1",
-                "api_key": "none",
+                # with auth each worker has a key of its own, from the proxy's environment (never in this file)
+                "api_key": f"os.environ/{worker_key_env(i)}" if auth else "none",
             },
             "model_info": info,
         })
@@ -61,6 +62,19 @@ def render(plan: Plan, profile: Profile, auth: bool) -> dict[str, Any]:
         },
         "general_settings": general,
     }
+
+
+def worker_key_env(index: int) -> str:
+    """The proxy's variable holding worker `index`'s key (the worker gets it as VLLM_API_KEY)."""
+    return f"MEMORIA_WORKER_KEY_{index}"
+
+
+def worker_keys(plan: Plan) -> dict[str, str]:
+    """A fresh random key per worker, for a stack with auth: a local user who reaches a worker's port directly
+    still needs one. Made at each `up`, kept only in the processes' environments."""
+    import secrets
+
+    return {w.name: secrets.token_urlsafe(32) for w in plan.workers}
 
 
 def auth_env(host: str, environ: dict[str, str] | None = None) -> tuple[bool, dict[str, str]]:

@@ -67,6 +67,8 @@ def pick_deployment(router: Any, model: Any) -> tuple[str, str, str | None] | No
     if provider not in PROVIDERS or not name or not isinstance(base, str):
         return None
     key = params.get("api_key")
+    if isinstance(key, str) and key.startswith("os.environ/"):  # memoria's worker keys (proxy_config.py)
+        key = os.environ.get(key.removeprefix("os.environ/"))
     return base.rstrip("/"), name, key if isinstance(key, str) and key not in ("", "none") else None
 
 
@@ -162,13 +164,29 @@ def stream_error(message: str) -> bytes:
     return b"data: " + json.dumps(err).encode() + b"\n\n"
 
 
+def bearer(values: list[bytes] | list[str]) -> str | None:
+    """The one reading of a request's credentials, for the fast path and LiteLLM's path alike: exactly one
+    Authorization header, `Bearer <key>`, the key as given (no trimming). Two headers, another scheme or an
+    empty key: no credentials."""
+    if len(values) != 1:
+        return None
+    v = values[0].decode("latin-1") if isinstance(values[0], bytes) else values[0]
+    scheme, _, key = v.partition(" ")
+    return key if scheme.lower() == "bearer" and key else None
+
+
+def key_matches(values: list[bytes] | list[str], master: str) -> bool:
+    given = bearer(values)
+    return given is not None and hmac.compare_digest(given.encode(), master.encode())
+
+
 class FastPath:
     """ASGI app: the fast path in front of `app` (LiteLLM's middleware stack). `router` returns LiteLLM's live
     router (None until the proxy has loaded its config)."""
 
     def __init__(self, app: Any, router: Any, master_key: str | None = None) -> None:
         self.app, self.router = app, router
-        self.master = ("Bearer " + master_key).encode() if master_key else None
+        self.master = master_key or None
         self.session: Any = None
         self.frozen = False
 
@@ -178,16 +196,12 @@ class FastPath:
             gc.freeze()  # start-up's objects (LiteLLM's are many) out of every later collection: no long pauses
         if scope.get("type") != "http" or scope.get("method") != "POST" or scope.get("path") not in UPSTREAM:
             return await self.app(scope, receive, send)
-        given, route = b"", b""
-        for k, v in scope.get("headers", ()):
-            if k == b"authorization":
-                given = v
-            elif k == ROUTE_HEADER[0]:
-                route = v
+        route = next((v for k, v in scope.get("headers", ()) if k == ROUTE_HEADER[0]), b"")
         if route == b"litellm":  # asked for LiteLLM's own path (benchmarks, debugging)
             return await self.app(scope, receive, send)
-        if self.master is not None and not hmac.compare_digest(given, self.master):
-            return await self.app(scope, receive, send)  # LiteLLM's auth words the 401
+        if self.master is not None and not key_matches(
+                [v for k, v in scope.get("headers", ()) if k == b"authorization"], self.master):
+            return await self.app(scope, receive, send)  # LiteLLM's auth (the same check) words the 401
         raw = await read_body(receive)
         target = plan_request(scope["path"], raw, self.router())
         if target is None or not await self.relay(target, receive, send):
@@ -347,6 +361,57 @@ class BodyLimit:
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+
+class RequestGuard:
+    """ASGI app: what a web page the user visits must not do with the endpoint.
+
+    - Without a key (loopback only), the Host must be a loopback name: a page on a rebinding domain that
+      resolves to 127.0.0.1 sends its own name as Host (DNS rebinding).
+    - A browser's cross-origin request (its Origin header, preflights included) is refused unless the
+      profile lists that origin (`proxy.allowed_origins`); clients that are not browsers send no Origin.
+    Both get 403 before anything runs, on the fast path and LiteLLM's alike."""
+
+    LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+    def __init__(self, app: Any, loopback_only: bool, origins: list[str], port: int) -> None:
+        self.app, self.loopback_only = app, loopback_only
+        own = {f"http://{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")}
+        self.origins = frozenset(o.rstrip("/").lower() for o in origins) | own
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            return await self.app(scope, receive, send)
+        host = origin = None
+        for k, v in scope.get("headers", ()):
+            if k == b"host":
+                host = v.decode("latin-1").lower()
+            elif k == b"origin":
+                origin = v.decode("latin-1").lower().rstrip("/")
+        if self.loopback_only and (host is None or _hostname(host) not in self.LOOPBACK_HOSTS):
+            return await BodyLimit.refuse(send, 403, f"Host {host!r} is not this machine's loopback: without a "
+                                          "key the endpoint answers only http://127.0.0.1 (or localhost)")
+        if origin is not None and origin not in self.origins:
+            return await BodyLimit.refuse(send, 403, f"requests from web pages at {origin} are refused: list the "
+                                          "origin in the profile's proxy.allowed_origins to allow it")
+        await self.app(scope, receive, send)
+
+
+def _hostname(host: str) -> str:
+    """'127.0.0.1:8200' -> '127.0.0.1', '[::1]:8200' -> '[::1]'."""
+    if host.startswith("["):
+        return host[:host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+GUARD_ENV = ("MEMORIA_LOOPBACK_ONLY", "MEMORIA_ALLOWED_ORIGINS", "MEMORIA_PROXY_PORT")
+
+
+def guard(app: Any, environ: dict[str, str] | None = None) -> RequestGuard:
+    env = os.environ if environ is None else environ
+    origins = [o for o in env.get("MEMORIA_ALLOWED_ORIGINS", "").split(",") if o.strip()]
+    return RequestGuard(app, env.get("MEMORIA_LOOPBACK_ONLY", "1") != "0", origins,
+                        int(env.get("MEMORIA_PROXY_PORT", "8200")))
 
 
 BODY_LIMIT_ENV = "MEMORIA_MAX_BODY_BYTES"

@@ -53,6 +53,8 @@ def kind_args(entry: ModelEntry) -> list[str]:
     return []
 
 
+NO_MEDIA_DOMAIN = "memoria.invalid"  # RFC 2606: never resolves, so no URL host matches it
+SECRET_ENV = ("LITELLM_MASTER_KEY", "MEMORIA_API_KEY", "OPENAI_API_KEY")  # never in a worker's environment
 SPIN_PAUSE_US = "100"  # see vllm_hooks.py: vLLM's step hand-over sleeps this long instead of spinning, on CPU
 
 
@@ -82,17 +84,20 @@ def worker_spec(w: WorkerPlan, entry: ModelEntry, vllm_exe: str, log: Path, mark
         argv.append("--enforce-eager")  # CPU: graph compilation costs ~30 s more start-up for nothing
     if entry.trust_remote_code:
         argv.append("--trust-remote-code")
+    # vLLM fetches image and audio URLs it is given (empty list = anywhere): a request could make it call any
+    # host on the user's network. Only the profile's domains; none by default (data: URLs still work).
+    argv += ["--allowed-media-domains", *(entry.media_domains or [NO_MEDIA_DOMAIN])]
     argv += ["--shutdown-timeout", "10", "--disable-uvicorn-access-log"]
     argv += kind_args(entry)
     argv += entry.extra_args
     env = {**OFFLINE_ENV, MARKER_ENV: f"{marker}/{w.name}", "VLLM_CACHE_ROOT": str(cache_dir / "vllm")}
-    remove: tuple[str, ...] = ()
+    remove: tuple[str, ...] = SECRET_ENV
     if w.devices:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in w.devices)
     else:
         env["VLLM_CPU_OMP_THREADS_BIND"] = w.cpu_cores or "auto"
         env["PYTHONPATH"], env[PAUSE_ENV] = str(site), SPIN_PAUSE_US  # site: memoria's vllm_hooks.py
-        remove = ("VLLM_CPU_KVCACHE_SPACE",)  # it would override --kv-cache-memory-bytes
+        remove += ("VLLM_CPU_KVCACHE_SPACE",)  # it would override --kv-cache-memory-bytes
     if entry.model.startswith("/"):
         env["HF_HUB_OFFLINE"] = "1"  # a local folder: never ask the hub about it
     env.update(entry.env)
@@ -118,6 +123,11 @@ def proxy_spec(plan: Plan, litellm_exe: str, config: Path, log: Path, marker: st
         "GRACEFUL_SHUTDOWN_TIMEOUT": "20",
         "MEMORIA_FAST_PATH": "1" if plan.proxy_fast_path else "0",  # read by memoria_fastpath.py beside the config
         "MEMORIA_MAX_BODY_BYTES": str(plan.proxy_max_body),  # likewise: proxy_fastpath.BodyLimit
+        "MEMORIA_ALLOWED_ORIGINS": ",".join(plan.proxy_allowed_origins),  # and proxy_fastpath.RequestGuard
+        "MEMORIA_PROXY_PORT": str(plan.proxy_port),
+        # LiteLLM's CORS answers "*" by default: any page could read the answers. Its own origin and the listed.
+        "LITELLM_CORS_ORIGINS": ",".join([*plan.proxy_allowed_origins, f"http://127.0.0.1:{plan.proxy_port}",
+                                          f"http://localhost:{plan.proxy_port}"]),
     }
     return ProcessSpec(name=PROXY, argv=tuple(argv), env=env, port=plan.proxy_port,
                        ready_path="/health/readiness", live_path="/health/liveliness", models_path=None,

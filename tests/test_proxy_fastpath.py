@@ -191,3 +191,33 @@ def test_bodies_within_the_limit_pass_untouched():
     assert [m.get("status") for m in sent if m["type"] == "http.response.start"] == [200]
     assert inner.read == [b"0123456789"]
     assert fp.body_limit({fp.BODY_LIMIT_ENV: "2048"}) == 2048 and fp.body_limit({}) == fp.DEFAULT_BODY_LIMIT
+
+
+@pytest.mark.parametrize(("loopback_only", "host", "origin", "status"), [
+    (True, b"127.0.0.1:8200", None, 200),
+    (True, b"localhost:8200", None, 200),
+    (True, b"[::1]:8200", None, 200),
+    (True, b"rebind.example:8200", None, 403),  # DNS rebinding: a page's own name, resolved to 127.0.0.1
+    (True, None, None, 403),
+    (True, b"127.0.0.1:8200", b"http://evil.example", 403),  # a web page the user visits
+    (True, b"127.0.0.1:8200", b"http://127.0.0.1:8200", 200),  # the proxy's own origin
+    (True, b"127.0.0.1:8200", b"http://localhost:3000", 200),  # listed in proxy.allowed_origins
+    (False, b"memoria.lan:8200", None, 200),  # with a key: any name clients use
+    (False, b"memoria.lan:8200", b"http://evil.example", 403),
+])
+def test_the_guard_refuses_what_a_web_page_could_send(loopback_only, host, origin, status):
+    inner = Echo()
+    guard = fp.RequestGuard(inner, loopback_only, ["http://localhost:3000/"], 8200)
+    headers = [(b"host", host)] if host else []
+    headers += [(b"origin", origin)] if origin else []
+    sent = run_asgi(guard, headers, [b"{}"])
+    assert sent[0]["status"] == status
+    assert inner.called == (status == 200)
+
+
+def test_one_reading_of_credentials():
+    assert fp.bearer([b"Bearer sk-1"]) == "sk-1" and fp.bearer(["bearer sk-1"]) == "sk-1"
+    assert fp.bearer([]) is None and fp.bearer([b"Bearer a", b"Bearer b"]) is None
+    assert fp.bearer([b"Basic abc"]) is None and fp.bearer([b"Bearer "]) is None
+    assert fp.key_matches([b"Bearer sk-1"], "sk-1") and not fp.key_matches([b"Bearer sk-1 "], "sk-1")
+    assert not fp.key_matches([b"Bearer sk-1", b"Bearer sk-1"], "sk-1")

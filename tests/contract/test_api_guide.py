@@ -273,3 +273,35 @@ def test_fast_path_takes_embeddings_and_leaves_the_rest_to_litellm(tiny_stack):
     assert r.status_code == 200 and "x-memoria-route" not in r.headers
     r = httpx.post(url + "/embeddings", json={"model": "no-such-model", "input": "x"}, timeout=60)
     assert r.status_code in (400, 404) and "no-such-model" in r.text and "x-memoria-route" not in r.headers
+
+
+# ------------------------------------------------------------------------------------ exposure (no key)
+
+
+def test_without_a_key_web_pages_and_rebinding_names_are_refused(tiny_stack):
+    """In the default no-key mode: a rebinding Host and a browser's cross-origin request get 403 on both
+    paths; a plain client (no Origin) on 127.0.0.1 works as the guide shows."""
+    import httpx
+
+    url, body = tiny_stack["url"] + "/embeddings", {"input": "x", "model": EMBED}
+    for route in ("fast", "litellm"):
+        h = {"x-memoria-route": route}
+        assert httpx.post(url, json=body, headers=h).status_code == 200
+        rebinding = httpx.post(url, json=body, headers={**h, "Host": "rebind.example:8200"})
+        assert rebinding.status_code == 403 and "loopback" in rebinding.json()["error"]["message"]
+        page = httpx.post(url, json=body, headers={**h, "Origin": "http://evil.example"})
+        assert page.status_code == 403 and "allowed_origins" in page.json()["error"]["message"]
+    preflight = httpx.options(url, headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+    assert preflight.status_code == 403 and "access-control-allow-origin" not in preflight.headers
+
+
+def test_image_urls_are_not_fetched_by_the_worker(client):
+    """vLLM fetches http(s) image URLs it is given: memoria lets it fetch from no domain unless the profile
+    says (media_domains); data: URLs work as the guide shows."""
+    from openai import BadRequestError
+
+    with pytest.raises(BadRequestError) as e:
+        client.chat.completions.create(model=OCR, max_tokens=4, messages=[{"role": "user", "content": [
+            {"type": "text", "text": "read"},
+            {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/private.png"}}]}])
+    assert "allowed domains" in str(e.value)

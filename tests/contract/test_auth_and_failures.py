@@ -56,23 +56,38 @@ def test_the_key_is_required_and_never_on_a_command_line(keyed):
     assert KEY not in open(config).read()
 
 
-def test_upstream_failure_is_an_api_error_with_a_message(keyed):
+def test_each_worker_has_its_own_key_and_never_sees_the_master_key(keyed):
+    """A local user who reaches a worker's port directly gets 401; the proxy reaches it with the worker's key,
+    on both of its paths; the master key is in no worker's environment."""
+    import psutil
+
     state = json.loads(run_memoria("status", "--json", env=keyed["env"]).stdout)
     worker = state["processes"]["tiny-embed"]
-    os.killpg(worker["pid"], signal.SIGSTOP)  # hung: the proxy cannot get an answer
-    try:
-        c = OpenAI(base_url=keyed["url"], api_key=KEY, max_retries=0, timeout=120)
-        os.killpg(worker["pid"], signal.SIGKILL)  # and then gone: connection refused upstream
-        time.sleep(0.5)
-        with pytest.raises(APIError) as e:
-            c.embeddings.create(input="x", model="tiny-embed")
-        assert e.value.message and len(e.value.message) > 10
-        print("upstream failure seen by the SDK:", type(e.value).__name__, e.value.message[:200])
-    finally:
-        try:
-            os.killpg(worker["pid"], signal.SIGCONT)
-        except ProcessLookupError:
-            pass
+    direct = f"http://127.0.0.1:{worker['port']}/v1/embeddings"
+    assert httpx.post(direct, json={"input": "x", "model": "tiny-embed"}).status_code == 401
+    assert httpx.post(direct, json={"input": "x", "model": "tiny-embed"},
+                      headers={"Authorization": f"Bearer {KEY}"}).status_code == 401  # not the master key either
+    for route in ("fast", "litellm"):
+        r = httpx.post(keyed["url"] + "/embeddings", json={"input": "x", "model": "tiny-embed"},
+                       headers={"Authorization": f"Bearer {KEY}", "x-memoria-route": route}, timeout=60)
+        assert r.status_code == 200, (route, r.text)
+    tree = [psutil.Process(worker["pid"]), *psutil.Process(worker["pid"]).children(recursive=True)]
+    env = tree[0].environ()
+    assert "LITELLM_MASTER_KEY" not in env and len(env.get("VLLM_API_KEY", "")) >= 40
+    for p in tree:
+        assert env["VLLM_API_KEY"] not in " ".join(p.cmdline())
+
+
+def test_credentials_are_read_one_way_on_both_paths(keyed):
+    """Two Authorization headers, or the key with a trailing space: refused alike by the fast path and by
+    LiteLLM's (they used to disagree)."""
+    body = {"input": "x", "model": "tiny-embed"}
+    for route in ("fast", "litellm"):
+        two = httpx.post(keyed["url"] + "/embeddings", json=body, headers=[
+            ("authorization", f"Bearer {KEY}"), ("authorization", "Bearer wrong"), ("x-memoria-route", route)])
+        spaced = httpx.post(keyed["url"] + "/embeddings", json=body,
+                            headers={"Authorization": f"Bearer {KEY} ", "x-memoria-route": route})
+        assert (two.status_code, spaced.status_code) == (401, 401), (route, two.text, spaced.text)
 
 
 def test_a_body_over_the_limit_is_refused_with_413_before_it_is_read(keyed):
@@ -92,3 +107,22 @@ def test_a_body_over_the_limit_is_refused_with_413_before_it_is_read(keyed):
         assert "request body over 32 MiB" in answer
     ok = OpenAI(base_url=keyed["url"], api_key=KEY).embeddings.create(input="still fine", model="tiny-embed")
     assert ok.data
+
+
+def test_upstream_failure_is_an_api_error_with_a_message(keyed):
+    state = json.loads(run_memoria("status", "--json", env=keyed["env"]).stdout)
+    worker = state["processes"]["tiny-embed"]
+    os.killpg(worker["pid"], signal.SIGSTOP)  # hung: the proxy cannot get an answer
+    try:
+        c = OpenAI(base_url=keyed["url"], api_key=KEY, max_retries=0, timeout=120)
+        os.killpg(worker["pid"], signal.SIGKILL)  # and then gone: connection refused upstream
+        time.sleep(0.5)
+        with pytest.raises(APIError) as e:
+            c.embeddings.create(input="x", model="tiny-embed")
+        assert e.value.message and len(e.value.message) > 10
+        print("upstream failure seen by the SDK:", type(e.value).__name__, e.value.message[:200])
+    finally:
+        try:
+            os.killpg(worker["pid"], signal.SIGCONT)
+        except ProcessLookupError:
+            pass
