@@ -14,7 +14,9 @@ from memoria_cli.units import parse_size
 Kind = Literal["embedding", "chat", "vision", "transcription"]
 KINDS: tuple[Kind, ...] = ("embedding", "chat", "vision", "transcription")
 Bytes = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
-SHIPPED = Path(__file__).resolve().parent.parent / "profiles"
+# In a checkout (and an editable install) the repo's profiles/; in an installed wheel, memoria_cli/profiles.
+_PACKAGED = Path(__file__).resolve().parent / "profiles"
+SHIPPED = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "profiles"
 RESERVED_NAMES = ("proxy", "supervisor")  # the proxy's and supervisor's logs (worker_spec.RESERVED_NAMES)
 
 
