@@ -49,45 +49,80 @@ render, wav_duration, RENDERED = _transcripts.render, _transcripts.wav_duration,
 _REQUEST: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("memoria_transcription", default=None)
 
 
+def mark(note: dict[str, Any] | None, data: dict[str, Any], call_type: str) -> dict[str, Any]:
+    """The pre-call hook's work on a transcription: note what the client asked for; ask the worker for json
+    where memoria renders the answer (text, srt, vtt) itself."""
+    fmt = str(data.get("response_format") or "")
+    if call_type in ("transcription", "atranscription") and note is not None:
+        note["requested"] = fmt
+        f = data.get("file")
+        if isinstance(f, io.BytesIO):
+            note["duration"] = wav_duration(f.getvalue())
+        if fmt in RENDERED:
+            note["format"] = fmt
+            data["response_format"] = "json"  # what every vLLM answers; rendered back on the way out
+    return data
+
+
+async def _run(inner: Any, scope: dict, receive: Any) -> tuple[dict[str, Any], dict[str, Any], bytes]:
+    """Run the route once, collecting (note, response start, whole body) instead of sending them."""
+    note: dict[str, Any] = {}
+    token = _REQUEST.set(note)
+    start: dict[str, Any] = {"type": "http.response.start", "status": 500, "headers": []}
+    chunks: list[bytes] = []
+
+    async def collect(message: dict) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            start = message
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    try:
+        await inner(scope, receive, collect)
+    finally:
+        _REQUEST.reset(token)
+    return note, start, b"".join(chunks)
+
+
 def wrap_route(inner: Any) -> Any:
-    """ASGI wrapper: run the route; if the hook marked this request, re-render its JSON answer."""
+    """ASGI wrapper of the transcription route: render the JSON answer the hook asked for as text, SRT or
+    WebVTT; and where vLLM fails on verbose_json (vLLM 0.32's `_get_verbose_segments` raises IndexError on
+    some clips), ask again for json and answer verbose_json with one segment over the whole audio, saying so
+    in `x-memoria-transcript`."""
+    fp = _sibling("memoria_fastpath", "proxy_fastpath.py")
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
-        note: dict[str, Any] = {}
-        token = _REQUEST.set(note)
-        start: dict | None = None
-        chunks: list[bytes] = []
-
-        async def capture(message: dict) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                start = message
-                return
-            if message["type"] != "http.response.body" or start is None:
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body"):
-                return
-            body = b"".join(chunks)
-            headers = list(start.get("headers", []))
-            fmt = note.get("format")
-            if fmt and start["status"] == 200:
-                try:
-                    text = render(fmt, json.loads(body), note.get("duration")).encode()
-                    ctype = b"text/plain; charset=utf-8" if fmt != "vtt" else b"text/vtt; charset=utf-8"
-                    headers = [(k, v) for k, v in headers if k.lower() not in (b"content-type", b"content-length")]
-                    headers += [(b"content-type", ctype), (b"content-length", str(len(text)).encode())]
-                    body = text
-                except (ValueError, TypeError, KeyError, AttributeError):
-                    pass  # not the JSON we expected: pass it on as it is
-            await send({**start, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-
-        try:
-            await inner(scope, receive, capture)
-        finally:
-            _REQUEST.reset(token)
+        raw = await fp.read_body(receive)  # kept for a second try (BodyLimit bounds it)
+        note, start, body = await _run(inner, scope, fp.replay(raw, receive))
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length",)]
+        if start["status"] >= 500 and note.get("requested") == "verbose_json":
+            ctype = next((v for k, v in scope.get("headers", ()) if k == b"content-type"), b"")
+            again = _transcripts.with_form_field(raw, ctype, "response_format", "json")
+            if again is not None:
+                note2, start2, body2 = await _run(inner, scope, fp.replay(again, receive))
+                if start2["status"] == 200:
+                    try:
+                        body = json.dumps(_transcripts.one_cue_verbose(
+                            json.loads(body2), note.get("duration"))).encode()
+                        start = start2
+                        headers = [(k, v) for k, v in start2.get("headers", [])
+                                   if k.lower() not in (b"content-length", b"content-type")]
+                        headers += [(b"content-type", b"application/json"),
+                                    (b"x-memoria-transcript", b"one segment: the worker failed to make segments")]
+                    except (ValueError, TypeError, KeyError, AttributeError):
+                        pass
+        fmt = note.get("format")
+        if fmt and start["status"] == 200:
+            try:
+                text = render(fmt, json.loads(body), note.get("duration")).encode()
+                ctype = b"text/plain; charset=utf-8" if fmt != "vtt" else b"text/vtt; charset=utf-8"
+                headers = [(k, v) for k, v in headers if k.lower() != b"content-type"] + [(b"content-type", ctype)]
+                body = text
+            except (ValueError, TypeError, KeyError, AttributeError):
+                pass  # not the JSON we expected: pass it on as it is
+        await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
     return app
 
@@ -130,15 +165,7 @@ if CustomLogger is not None:
 
     class MemoriaHooks(CustomLogger):
         async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict, call_type: str) -> dict:
-            fmt = str(data.get("response_format") or "")
-            note = _REQUEST.get()
-            if call_type in ("transcription", "atranscription") and fmt in RENDERED and note is not None:
-                note["format"] = fmt
-                f = data.get("file")
-                if isinstance(f, io.BytesIO):
-                    note["duration"] = wav_duration(f.getvalue())
-                data["response_format"] = "json"  # what every vLLM answers; rendered back on the way out
-            return data
+            return mark(_REQUEST.get(), data, call_type)
 
     proxy_handler = MemoriaHooks()
 
@@ -150,7 +177,8 @@ if CustomLogger is not None:
         from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
 
         master = os.environ.get("LITELLM_MASTER_KEY", "")
-        fp = _sibling("memoria_fastpath")  # the fast path's own reading of the credentials: one for both paths
+        # the fast path's own reading of the credentials: one for both paths
+        fp = _sibling("memoria_fastpath", "proxy_fastpath.py")
         if master and fp.key_matches(request.headers.getlist("authorization"), master):
             return UserAPIKeyAuth(api_key=master, user_role=LitellmUserRoles.PROXY_ADMIN)
         raise ProxyException(message="Authentication Error: missing or wrong API key", type="auth_error",
@@ -160,7 +188,7 @@ if CustomLogger is not None:
 
         import litellm.proxy.proxy_server as proxy_server
 
-        fp = _sibling("memoria_fastpath")
+        fp = _sibling("memoria_fastpath", "proxy_fastpath.py")
         fast = None
         if fp.enabled():
             key = os.environ.get("LITELLM_MASTER_KEY") or None

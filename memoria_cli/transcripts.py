@@ -54,3 +54,37 @@ def wav_duration(data: bytes) -> float | None:
             return w.getnframes() / float(w.getframerate())
     except (wave.Error, EOFError, ValueError):
         return None
+
+
+def one_cue_verbose(body: dict[str, Any], duration: float | None) -> dict[str, Any]:
+    """A verbose_json answer from a json one: the text as one segment over the whole audio."""
+    text = str(body.get("text", "")).strip()
+    end = duration or float((body.get("usage") or {}).get("seconds") or 0) or 0.0
+    segment = {"id": 0, "seek": 0, "start": 0.0, "end": round(end, 3), "text": text, "tokens": [],
+               "temperature": 0.0, "avg_logprob": 0.0, "compression_ratio": 0.0, "no_speech_prob": 0.0}
+    return {"task": "transcribe", "language": str(body.get("language") or "unknown"), "duration": round(end, 3),
+            "text": text, "segments": [segment] if text else [], "usage": body.get("usage")}
+
+
+def with_form_field(raw: bytes, content_type: bytes, name: str, value: str) -> bytes | None:
+    """A multipart/form-data body with field `name` set to `value` (replaced, or added); None if the body is
+    not multipart."""
+    import re
+
+    m = re.search(rb'boundary="?([^";]+)"?', content_type)
+    if not content_type.lower().startswith(b"multipart/form-data") or not m:
+        return None
+    sep = b"--" + m.group(1)
+    parts = raw.split(sep)
+    if len(parts) < 3:
+        return None
+    field = f'name="{name}"'.encode()
+    new_part = b"\r\nContent-Disposition: form-data; " + field + b"\r\n\r\n" + value.encode() + b"\r\n"
+    for i, part in enumerate(parts):
+        head = part.split(b"\r\n\r\n", 1)[0]
+        if field in head:
+            parts[i] = new_part
+            break
+    else:
+        parts.insert(len(parts) - 1, new_part)
+    return sep.join(parts)
