@@ -152,6 +152,8 @@ class Supervision(Strict):
     max_crashes: int = Field(default=5, gt=0, description="more crashes than this in crash_window: FATAL")
     crash_window: float = Field(default=1800.0, gt=0)
     grace: float = Field(default=15.0, gt=0, description="seconds between SIGTERM and SIGKILL")
+    stall_timeout: float = Field(default=120.0, ge=0, description="requests in flight and no progress this "
+                                 "long: the worker's engine is hung, restart it (0: off)")
 
 
 class Profile(Strict):

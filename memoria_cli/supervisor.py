@@ -41,6 +41,16 @@ class Policy:
     crash_window: float = 1800.0
     max_crashes: int = 5
     grace: float = 15.0
+    stall_timeout: float = 120.0  # requests in flight and no progress this long: the engine is hung (0 = off)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A worker's requests in flight (vLLM's /load) and a total that grows while its engine works (the token
+    and request counters of its /metrics)."""
+
+    in_flight: int
+    done: float
 
 
 class Handle(Protocol):
@@ -59,6 +69,7 @@ class Spawner(Protocol):
 class Prober(Protocol):
     def ready(self, spec: ProcessSpec) -> bool: ...
     def live(self, spec: ProcessSpec) -> bool: ...
+    def progress(self, spec: ProcessSpec) -> Progress | None: ...
 
 
 # Failures that retrying cannot fix: (pattern in the log tail, what to tell the user).
@@ -112,6 +123,8 @@ class Proc:
     next_try: float = 0.0
     reason: str = ""
     ever_ready: bool = False
+    progress: float | None = None  # the last `Progress.done` seen
+    progress_at: float = 0.0  # when it last moved (or nothing was in flight)
 
     @property
     def name(self) -> str:
@@ -173,7 +186,7 @@ class Supervisor:
 
     def _start(self, p: Proc, now: float) -> None:
         p.handle = self.spawner.spawn(p.spec)
-        p.started_at, p.ready_at, p.misses = now, None, 0
+        p.started_at, p.ready_at, p.misses, p.progress = now, None, 0, None
         self._set(p, S.STARTING, "starting")
 
     def _check_starting(self, p: Proc, now: float) -> None:
@@ -216,6 +229,10 @@ class Supervisor:
             if p.misses:
                 p.misses = 0
                 self._set(p, S.READY, "answering again")
+            if self._stalled(p, now):
+                self._crashed(p, now, f"requests in flight and no progress for {self.policy.stall_timeout:.0f} s "
+                              "(a hung engine behind a live /health): restarted")
+                self.spawner.stop([p.handle], self.policy.grace)
             return
         p.misses += 1
         if p.misses < self.policy.live_misses:
@@ -223,6 +240,19 @@ class Supervisor:
             return
         self._crashed(p, now, f"{p.misses} missed health checks: restarted")  # said first: stopping takes a while
         self.spawner.stop([p.handle], self.policy.grace)
+
+    def _stalled(self, p: Proc, now: float) -> bool:
+        """vLLM's /health answers 200 while its engine core is hung: watch the work instead. Progress moves
+        while the engine works; with nothing in flight there is nothing to wait for."""
+        if not self.policy.stall_timeout or p.spec.role != "worker":
+            return False
+        got = self.prober.progress(p.spec)
+        if got is None:
+            return False  # no figures this time: nothing to conclude
+        if got.in_flight <= 0 or got.done != p.progress:
+            p.progress, p.progress_at = got.done, now
+            return False
+        return now - p.progress_at >= self.policy.stall_timeout
 
     def _crashed(self, p: Proc, now: float, what: str) -> None:
         p.crashes = [t for t in p.crashes if now - t < self.policy.crash_window] + [now]

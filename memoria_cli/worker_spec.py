@@ -87,7 +87,8 @@ def worker_spec(w: WorkerPlan, entry: ModelEntry, vllm_exe: str, log: Path, mark
     # vLLM fetches image and audio URLs it is given (empty list = anywhere): a request could make it call any
     # host on the user's network. Only the profile's domains; none by default (data: URLs still work).
     argv += ["--allowed-media-domains", *(entry.media_domains or [NO_MEDIA_DOMAIN])]
-    argv += ["--shutdown-timeout", "10", "--disable-uvicorn-access-log"]
+    # /load: the API server's count of requests in flight, for the supervisor's progress watch (supervisor.py)
+    argv += ["--shutdown-timeout", "10", "--disable-uvicorn-access-log", "--enable-server-load-tracking"]
     argv += kind_args(entry)
     argv += entry.extra_args
     env = {**OFFLINE_ENV, MARKER_ENV: f"{marker}/{w.name}", "VLLM_CACHE_ROOT": str(cache_dir / "vllm")}

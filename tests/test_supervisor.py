@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from memoria_cli.supervisor import Policy, S, Supervisor, classify
+from memoria_cli.probes import progress_total
+from memoria_cli.supervisor import Policy, Progress, S, Supervisor, classify
 from memoria_cli.worker_spec import PROXY, ProcessSpec
 
 
@@ -42,6 +43,10 @@ class FakeProber:
     def __init__(self) -> None:
         self.ready_set: set[str] = set()
         self.dead: set[str] = set()
+        self.progress_of: dict[str, Progress] = {}
+
+    def progress(self, spec):
+        return self.progress_of.get(spec.name)
 
     def ready(self, spec):
         return spec.name in self.ready_set
@@ -256,3 +261,44 @@ def test_the_role_not_the_name_makes_the_proxy():
     sup.tick()
     assert sp.spawned == ["proxy-like"]  # the proxy ("front") waits for the workers
     assert [p.name for p in sup.workers] == ["proxy-like"]
+
+
+def test_a_hung_engine_behind_a_live_health_is_restarted():
+    """vLLM's /health says 200 while its engine core is stuck: requests in flight with the work counters
+    standing still for stall_timeout means hung; idle, or counters moving, never does."""
+    sup, sp, pr, clk = make(policy=Policy(jitter=0.0, live_interval=2, stall_timeout=10))
+    pr.ready_set |= {"a", "b", PROXY}
+    for _ in range(3):
+        sup.tick()
+    assert sup.all_ready()
+
+    def run_for(seconds: float, **progress: Progress) -> None:
+        end = clk.t + seconds
+        while clk.t < end:
+            pr.progress_of.update(progress)
+            clk.t += 2
+            sup.tick()
+
+    run_for(30, a=Progress(in_flight=0, done=5.0))  # idle: nothing to wait for
+    assert sup.get("a").state == S.READY
+    for step in range(10):  # busy and working: the counters move
+        run_for(4, a=Progress(in_flight=3, done=6.0 + step))
+    assert sup.get("a").state == S.READY
+    run_for(8, a=Progress(in_flight=3, done=20.0))  # stuck, but not for long enough yet
+    assert sup.get("a").state == S.READY
+    run_for(4, a=Progress(in_flight=3, done=20.0))
+    assert sup.get("a").state == S.BACKOFF and "no progress for 10 s" in sup.get("a").reason
+    assert sp.stopped  # its group was stopped, to be started again
+    assert sup.get("b").state == S.READY and sup.get(PROXY).state == S.READY
+
+
+def test_progress_is_read_from_vllms_metrics():
+    text = """# HELP vllm:prompt_tokens_total Number of prefill tokens processed.
+# TYPE vllm:prompt_tokens_total counter
+vllm:prompt_tokens_total{engine="0",model_name="a"} 120.0
+vllm:generation_tokens_total{engine="0",model_name="a"} 30.0
+vllm:request_success_total{engine="0",finished_reason="stop",model_name="a"} 2.0
+vllm:request_success_total{engine="0",finished_reason="length",model_name="a"} 1.0
+vllm:num_requests_running{engine="0",model_name="a"} 4.0
+"""
+    assert progress_total(text) == 153.0

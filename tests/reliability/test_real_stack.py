@@ -44,7 +44,8 @@ def stack(tmp_path_factory):
         {"name": "r-embed", "model": str(models / "tiny-embed"), "kind": "embedding"},
         {"name": "r-chat", "model": str(models / "tiny-chat"), "kind": "chat", "reasoning_parser": "qwen3"},
     ], port_base=base, startup_timeout=300,
-        supervision={"live_interval": 2, "live_misses": 3, "reset_after": 5, "max_crashes": 30, "grace": 10})
+        supervision={"live_interval": 2, "live_misses": 3, "reset_after": 5, "max_crashes": 30, "grace": 10,
+                     "stall_timeout": 10})
     home = (tmp / "home").resolve()
     env = {"MEMORIA_HOME": str(home), "MEMORIA_RUNTIMES": str(DEFAULT_RUNTIMES)}
     r = run_memoria("up", "-d", "-p", str(profile), env=env, timeout=600)
@@ -166,6 +167,53 @@ def test_hung_worker_is_restarted(stack):
     figure("hung.back_to_ready_s", round(time.monotonic() - t0, 1))
     # 3 misses 2 s apart, each probe waiting up to 5 s: decided within about 3 x (2 + 5) s
     assert detected < 25
+
+
+def test_hung_engine_core_behind_a_live_api_server_is_restarted(stack):
+    """Only the engine core (and its model worker) stopped: the API server's /health keeps answering 200, so
+    liveness alone never sees it; a request then waits forever. The supervisor's progress watch (requests in
+    flight on /load, vLLM's token and request counters standing still) restarts it after stall_timeout."""
+    wait(lambda: procs(stack)["r-embed"]["state"] == "ready", 180)
+    pid = procs(stack)["r-embed"]["pid"]
+    port = procs(stack)["r-embed"]["port"]
+    engine = psutil.Process(pid).children(recursive=True)
+    assert engine, "vLLM's engine core should be a child of its API server"
+    restarts = procs(stack)["r-embed"]["restarts"]
+    for p in engine:
+        p.suspend()
+    t0 = time.monotonic()
+    outcome: dict[str, object] = {}
+
+    def ask() -> None:
+        try:
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": "x", "model": "r-embed"},
+                           timeout=90)
+            outcome["status"] = r.status_code
+        except httpx.HTTPError as exc:
+            outcome["error"] = type(exc).__name__
+
+    asker = threading.Thread(target=ask, daemon=True)
+    asker.start()
+    try:
+        time.sleep(4)
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200  # /health sees nothing
+        assert json.loads(httpx.get(f"http://127.0.0.1:{port}/load", timeout=5).text)["server_load"] >= 1
+        wait(lambda: procs(stack)["r-embed"]["restarts"] > restarts, 60, 0.2)
+        detected = time.monotonic() - t0
+        assert "no progress" in procs(stack)["r-embed"]["reason"]
+        wait(lambda: (p := procs(stack)["r-embed"])["state"] == "ready" and p["pid"] != pid, 240)
+    finally:
+        for p in engine:
+            try:
+                p.resume()
+            except psutil.NoSuchProcess:
+                pass
+    asker.join(100)
+    figure("hung_engine.restart_decided_s", round(detected, 1))
+    figure("hung_engine.back_to_ready_s", round(time.monotonic() - t0, 1))
+    figure("hung_engine.request_in_flight", outcome)
+    assert 8 <= detected < 30  # stall_timeout 10 s from the last check with nothing in flight, every 2 s
+    assert not asker.is_alive()  # the hung request ended with the restart, not at its own timeout
 
 
 def test_thousand_mixed_requests_lose_none(stack):
