@@ -84,7 +84,7 @@ def test_fifos_and_devices_are_refused_not_read(tmp_path):
     assert r.returncode == 3 and "not a regular file" in r.stderr
 
 
-@pytest.mark.parametrize("value", ["0", "nan", "-1", "inf", "1e9"])
+@pytest.mark.parametrize("value", ["0", "0.001", "nan", "-1", "inf", "1e9"])
 def test_upload_limit_must_be_a_sane_size(tmp_path, value):
     (tmp_path / "a.wav").write_bytes(b"RIFF0000WAVE")
     r = run_memoria("transcribe", str(tmp_path / "a.wav"), "--max-upload-mb", value, timeout=20)

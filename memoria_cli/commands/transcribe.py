@@ -39,8 +39,8 @@ def transcribe_cmd(
 
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
-    if not 0.1 <= max_upload_mb <= 2048:  # also refuses nan: every comparison with it is false
-        raise InputError(f"--max-upload-mb {max_upload_mb} is out of range", "give 0.1 to 2048 (MB); the "
+    if not 0.05 <= max_upload_mb <= 2048:  # also refuses nan: every comparison with it is false
+        raise InputError(f"--max-upload-mb {max_upload_mb} is out of range", "give 0.05 to 2048 (MB); the "
                          "default 25 is vLLM's own upload limit")
     if output is not None:
         new_output(output)
