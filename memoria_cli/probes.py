@@ -9,20 +9,23 @@ import httpx
 from memoria_cli.supervisor import Progress
 from memoria_cli.worker_spec import ProcessSpec
 
-# Counters of vLLM's /metrics that grow while its engine works (vllm/v1/metrics/loggers.py); their sum is the
-# progress the supervisor watches. Requests in flight: the API server's own count (/load, with
+# Series of vLLM's /metrics that move while its engine works (vllm/v1/metrics/loggers.py): token and request
+# counters, and the KV cache usage, which moves with every prefill chunk (a long prompt's tokens are counted
+# only once its prefill is done). The supervisor watches their sum change; all of them come from the engine
+# core, so a hung one freezes them. Requests in flight: the API server's own count (/load, with
 # --enable-server-load-tracking), which a hung engine core cannot freeze.
-PROGRESS_COUNTERS = ("vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:request_success_total")
+PROGRESS_SERIES = {"vllm:prompt_tokens_total": 1.0, "vllm:generation_tokens_total": 1.0,
+                   "vllm:request_success_total": 1.0, "vllm:kv_cache_usage_perc": 1e6}
 
 
 def progress_total(metrics: str) -> float:
-    """The sum of the progress counters over all their labels, from Prometheus' text format. Pure."""
+    """A weighted sum of the progress series over all their labels, from Prometheus' text format. Pure."""
     total = 0.0
     for line in metrics.splitlines():
         name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in PROGRESS_COUNTERS:
+        if name in PROGRESS_SERIES:
             try:
-                total += float(line.rsplit(" ", 1)[1])
+                total += float(line.rsplit(" ", 1)[1]) * PROGRESS_SERIES[name]
             except (IndexError, ValueError):
                 continue
     return total

@@ -119,7 +119,8 @@ def test_the_lines_read_are_still_the_installed_vllms():
         pytest.fail("vLLM runtime missing: run `memoria setup` (the test script does)")
     sources = {rel: (Path(site) / rel).read_text() for rel in (
         "v1/worker/gpu_model_runner.py", "v1/worker/gpu_worker.py", "v1/worker/cpu_worker.py",
-        "v1/core/kv_cache_utils.py", "v1/worker/utils.py")}
+        "v1/core/kv_cache_utils.py", "v1/worker/utils.py", "v1/metrics/loggers.py",
+        "entrypoints/serve/instrumentator/basic.py")}
     wanted = {
         "v1/worker/gpu_model_runner.py": ["Model loading took %s GiB memory", "Estimated CUDA graph memory: %.2f GiB "
                                           "total", "Graph capturing finished in %.0f secs, took %.2f GiB"],
@@ -129,6 +130,10 @@ def test_the_lines_read_are_still_the_installed_vllms():
                                      'request: %.2fx"', "To serve at least one request with the model's max seq len",
                                      "the estimated maximum model length is {estimated_max_len}"],
         "v1/worker/utils.py": ["is less than desired GPU memory utilization"],
+        # the supervisor's progress watch (probes.py PROGRESS_SERIES, /load)
+        "v1/metrics/loggers.py": ['name="vllm:prompt_tokens"', 'name="vllm:generation_tokens"',
+                                  'name="vllm:request_success"', 'name="vllm:kv_cache_usage_perc"'],
+        "entrypoints/serve/instrumentator/basic.py": ['@router.get("/load")', "server_load_metrics"],
     }
     for rel, needles in wanted.items():
         flat = re.sub(r'"\s*\n\s*"', "", sources[rel])  # join Python's implicit string concatenations

@@ -300,5 +300,6 @@ vllm:generation_tokens_total{engine="0",model_name="a"} 30.0
 vllm:request_success_total{engine="0",finished_reason="stop",model_name="a"} 2.0
 vllm:request_success_total{engine="0",finished_reason="length",model_name="a"} 1.0
 vllm:num_requests_running{engine="0",model_name="a"} 4.0
+vllm:kv_cache_usage_perc{engine="0",model_name="a"} 0.25
 """
-    assert progress_total(text) == 153.0
+    assert progress_total(text) == 153.0 + 250_000.0  # the KV usage moves with each prefill chunk
