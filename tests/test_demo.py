@@ -128,7 +128,7 @@ def test_every_response_format_answers_on_a_plain_espeak_clip(demo, tmp_path):
     wav = tmp_path / "fox.wav"
     subprocess.run(["espeak-ng", "-w", str(wav), "the quick brown fox jumps over the lazy dog"], check=True)
     for fmt in ("json", "text", "srt", "vtt", "verbose_json"):
-        r = httpx.post(demo["client"].base_url.join("audio/transcriptions"), timeout=300,
+        r = httpx.post(str(demo["client"].base_url).rstrip("/") + "/audio/transcriptions", timeout=300,
                        data={"model": "demo-whisper", "response_format": fmt, "language": "en"},
                        files={"file": ("fox.wav", wav.read_bytes(), "audio/wav")})
         assert r.status_code == 200, (fmt, r.text[:300])
