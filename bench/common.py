@@ -18,18 +18,23 @@ sys.path.insert(0, str(ROOT))
 
 
 def memoria(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "memoria_cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "memoria_cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
 
 
 def tiny_stack(home: Path, port_base: int = 23301):
     """Start the tiny profile (all four kinds) in `home`; returns (proxy URL, {worker: direct URL}, env)."""
-    from tests.conftest import build_tiny_models, tiny_models_profile
+    from tests.helpers import build_tiny_models, tiny_models_profile
 
     models = build_tiny_models()
     home.mkdir(parents=True, exist_ok=True)
     profile = tiny_models_profile(home / "bench.yaml", models, port_base)
-    from memoria_cli.home import Home
+    from memoria_cli.run.home import Home
 
     env = {"MEMORIA_HOME": str(home), "MEMORIA_RUNTIMES": str(Home.from_env().runtimes)}  # the set-up runtimes
     r = memoria("up", "-d", "-p", str(profile), env=env)
@@ -49,14 +54,15 @@ def demo_stack(home: Path):
     return stack_urls(env)
 
 
-def demo_profile(home: Path, model_env: dict[str, str] | None = None, name: str = "bench-demo.yaml") \
-        -> tuple[Path, dict]:
+def demo_profile(
+    home: Path, model_env: dict[str, str] | None = None, name: str = "bench-demo.yaml"
+) -> tuple[Path, dict]:
     """The demo's embedding and chat models on free ports, as a profile in `home` (each model's environment
     extended by `model_env`); returns (profile, env for `memoria`)."""
     import yaml
 
-    from memoria_cli.home import Home
-    from tests.conftest import free_ports
+    from memoria_cli.run.home import Home
+    from tests.helpers import free_ports
 
     home.mkdir(parents=True, exist_ok=True)
     data = yaml.safe_load((ROOT / "profiles" / "demo.yaml").read_text())
@@ -93,12 +99,14 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-def measure(base: str, path: str, body: dict, conc: int, n: int, headers: dict | None = None) \
-        -> tuple[float, list[float]]:
+def measure(
+    base: str, path: str, body: dict, conc: int, n: int, headers: dict | None = None
+) -> tuple[float, list[float]]:
     """n requests from `conc` threads over one pooled keep-alive client (as an SDK would)."""
     lat: list[float] = []
-    client = httpx.Client(timeout=120, headers=headers,
-                          limits=httpx.Limits(max_connections=conc, max_keepalive_connections=conc))
+    client = httpx.Client(
+        timeout=120, headers=headers, limits=httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
+    )
 
     def one(_: int, body: dict = body) -> None:
         t = time.perf_counter()

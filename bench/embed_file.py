@@ -47,15 +47,24 @@ def hand_batched() -> float:
     client = openai.OpenAI(base_url=direct["tiny-embed"], api_key="x")
     t = time.perf_counter()
     for i in range(0, LINES, 64):
-        client.embeddings.create(model="tiny-embed", input=texts[i:i + 64])
+        client.embeddings.create(model="tiny-embed", input=texts[i : i + 64])
     return time.perf_counter() - t
 
 
 try:
-    m, j, n, b = interleave(ROUNDS, lambda: with_memoria("out.npy", "--format", "npy"),
-                            lambda: with_memoria("out.jsonl"), naive, hand_batched)
-    rows = (("memoria embed -i, .npy (through :8200)", m), ("memoria embed -i, JSONL (through :8200)", j),
-            ("naive loop, 1 line/request (scaled)", n), ("hand-batched SDK, direct to worker", b))
+    m, j, n, b = interleave(
+        ROUNDS,
+        lambda: with_memoria("out.npy", "--format", "npy"),
+        lambda: with_memoria("out.jsonl"),
+        naive,
+        hand_batched,
+    )
+    rows = (
+        ("memoria embed -i, .npy (through :8200)", m),
+        ("memoria embed -i, JSONL (through :8200)", j),
+        ("naive loop, 1 line/request (scaled)", n),
+        ("hand-batched SDK, direct to worker", b),
+    )
     assert sum(1 for _ in (home / "out.jsonl").open()) == LINES
     assert (home / "out.npy").stat().st_size == 128 + LINES * 64 * 4
 finally:
@@ -64,6 +73,8 @@ finally:
 print(f"{'way':44} {'median s':>9} {'lines/s':>9}")
 for name, runs in rows:
     print(f"{name:44} {median(runs):9.1f} {LINES / median(runs):9.0f}")
-print(f"headline: memoria embed (npy) {median(n) / median(m):.1f}x the naive loop (target >= 20x), "
-      f"{median(b) / median(m):.2f}x the hand-batched direct call (target >= 0.9x); JSONL "
-      f"{median(n) / median(j):.1f}x and {median(b) / median(j):.2f}x")
+print(
+    f"headline: memoria embed (npy) {median(n) / median(m):.1f}x the naive loop (target >= 20x), "
+    f"{median(b) / median(m):.2f}x the hand-batched direct call (target >= 0.9x); JSONL "
+    f"{median(n) / median(j):.1f}x and {median(b) / median(j):.2f}x"
+)

@@ -19,18 +19,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from memoria_cli.gpu_memory import CUDA_CONTEXT, batched_tokens, kv_layout, worker_memory
-from memoria_cli.inventory import describe
-from memoria_cli.model_facts import read_facts
-from memoria_cli.planner import KIND_DEFAULTS, plan
-from memoria_cli.profile import load_profile
-from memoria_cli.units import GiB
+from memoria_cli.core.gpu_memory import CUDA_CONTEXT, batched_tokens, kv_layout, worker_memory
+from memoria_cli.core.inventory import describe
+from memoria_cli.core.kinds import KINDS
+from memoria_cli.core.model_facts import read_facts
+from memoria_cli.core.planner import plan
+from memoria_cli.core.profile import load_profile
+from memoria_cli.core.units import GiB
 from tests.oracle import oracle_inputs, run_oracle
 
-CARDS = ["T4", "A10", "L4", "RTX4090", "24GiB@8.9", "A100-40GB", "A100", "H100", "H200", "2xL4", "2xH100",
-         "12GiB@8.9"]
-SEED = {"qwen3-embedding-0.6b": 0.15, "qwen3-4b-thinking-fp8": 0.40, "hunyuan-ocr": 0.25,
-        "whisper-large-v3-turbo": 0.11}
+CARDS = ["T4", "A10", "L4", "RTX4090", "24GiB@8.9", "A100-40GB", "A100", "H100", "H200", "2xL4", "2xH100", "12GiB@8.9"]
+SEED = {
+    "qwen3-embedding-0.6b": 0.15,
+    "qwen3-4b-thinking-fp8": 0.40,
+    "hunyuan-ocr": 0.25,
+    "whisper-large-v3-turbo": 0.11,
+}
 SEED_CHAT_MAX = 0.70
 CHAT = "qwen3-4b-thinking-fp8"
 
@@ -60,7 +64,7 @@ def seed_rows(profile, facts, spec: str, chat_fraction: float):
         entry = profile.model(row["name"])
         f = facts[row["name"]]
         gmu = chat_fraction if row["name"] == CHAT else SEED[row["name"]]
-        context = min(entry.context or KIND_DEFAULTS[entry.kind][0], f.max_context)
+        context = min(entry.context or KINDS[entry.kind].context, f.max_context)
         seqs = entry.max_num_seqs or (1024 if g.total >= 70 * GiB and "a100" not in g.name.lower() else 256)
         batched = batched_tokens(entry.kind, context, seqs, g.total, g.name)
         weights = f.served("float16" if g.capability < (8, 0) else None)[0]
@@ -68,13 +72,29 @@ def seed_rows(profile, facts, spec: str, chat_fraction: float):
         requested = math.ceil(g.total * gmu)
         layout = kv_layout(f, 2, 1, batched)
         kv = requested - mem.inside
-        rows.append({**row, "max_model_len": context, "max_num_seqs": seqs, "max_num_batched_tokens": batched,
-                     "gmu": gmu, "total": g.total, "free_at_start": g.free - held - CUDA_CONTEXT, "kv_bytes": kv,
-                     "capability": list(g.capability), "kv_cache_dtype": "auto",
-                     "dtype": "float16" if g.capability < (8, 0) else row["dtype"],
-                     "estimate": {**row["estimate"], "weights": weights, "activation": mem.activation,
-                                  "graphs": mem.graphs, "non_torch": mem.non_torch},
-                     "_tokens": layout.kv_tokens(kv, context) if kv > 0 else 0})
+        rows.append(
+            {
+                **row,
+                "max_model_len": context,
+                "max_num_seqs": seqs,
+                "max_num_batched_tokens": batched,
+                "gmu": gmu,
+                "total": g.total,
+                "free_at_start": g.free - held - CUDA_CONTEXT,
+                "kv_bytes": kv,
+                "capability": list(g.capability),
+                "kv_cache_dtype": "auto",
+                "dtype": "float16" if g.capability < (8, 0) else row["dtype"],
+                "estimate": {
+                    **row["estimate"],
+                    "weights": weights,
+                    "activation": mem.activation,
+                    "graphs": mem.graphs,
+                    "non_torch": mem.non_torch,
+                },
+                "_tokens": layout.kv_tokens(kv, context) if kv > 0 else 0,
+            }
+        )
         held += CUDA_CONTEXT + requested
     return rows
 
@@ -84,11 +104,12 @@ def main() -> None:
     facts = {m.name: read_facts(m) for m in profile.models}
     mine, meta = memoria_rows(profile, facts)
     seed_cards = ["T4", "A10", "L4", "RTX4090", "24GiB@8.9", "A100-40GB", "H100"]
-    seeds = {(spec, frac): seed_rows(profile, facts, spec, frac) for spec in seed_cards
-             for frac in (0.40, SEED_CHAT_MAX)}
+    seeds = {
+        (spec, frac): seed_rows(profile, facts, spec, frac) for spec in seed_cards for frac in (0.40, SEED_CHAT_MAX)
+    }
     all_rows = mine + [r for rows in seeds.values() for r in rows]
     verdicts, version = run_oracle([{k: v for k, v in r.items() if k != "_tokens"} for r in all_rows])
-    mine_v, seed_v = verdicts[:len(mine)], verdicts[len(mine):]
+    mine_v, seed_v = verdicts[: len(mine)], verdicts[len(mine) :]
 
     print(f"vLLM {version} judged every worker below.\n")
     print("| GPU | chat context | chat KV tokens | budgets (GiB): embedding / chat / OCR / Whisper | vLLM admits |")
@@ -98,38 +119,42 @@ def main() -> None:
         if p is None:
             print(f"| {spec} | - | - | refused: {rows} | - |")
             continue
-        got = mine_v[i:i + len(rows)]
+        got = mine_v[i : i + len(rows)]
         i += len(rows)
         chat = p.worker(CHAT)
         budgets = " / ".join(f"{w.budget / w.tensor_parallel / GiB:.2f}" for w in p.workers)
         ok = sum(r["ok"] and r["simulated"]["1.5"]["admitted"] for r in got)
         print(f"| {spec} | {chat.context} | {chat.kv_tokens:,} | {budgets} | {ok} of {len(got)} |")
 
-    print("\n| GPU | seed chat at 40 %: KV tokens | seed at 70 % | memoria | memoria / seed 40 % | "
-          "seed workers vLLM refuses (40 %; 70 %) |")
+    print(
+        "\n| GPU | seed chat at 40 %: KV tokens | seed at 70 % | memoria | memoria / seed 40 % | "
+        "seed workers vLLM refuses (40 %; 70 %) |"
+    )
     print("|---|---|---|---|---|---|")
     j, ratios = 0, []
     for spec in seed_cards:
         cells, refused = [], []
         for frac in (0.40, SEED_CHAT_MAX):
             rows = seeds[(spec, frac)]
-            got = seed_v[j:j + len(rows)]
+            got = seed_v[j : j + len(rows)]
             j += len(rows)
             chat = next(r for r in rows if r["name"] == CHAT)
             cells.append(f"{chat['_tokens']:,}")
-            refused.append(", ".join(f"{r['name']} ({_why(v)})" for r, v in zip(rows, got, strict=True)
-                                     if not v["ok"]) or "none")
+            refused.append(
+                ", ".join(f"{r['name']} ({_why(v)})" for r, v in zip(rows, got, strict=True) if not v["ok"]) or "none"
+            )
         p = next(p for s, p, _ in meta if s == spec)
         mine_tokens = p.worker(CHAT).kv_tokens if p else 0
         seed40 = int(cells[0].replace(",", ""))
         ratio = mine_tokens / seed40 if seed40 > 0 else float("inf")
         if seed40 > 0 and p:
             ratios.append(ratio)
-        print(f"| {spec} | {cells[0]} | {cells[1]} | {mine_tokens:,} | "
-              f"{ratio:.2f}x | {refused[0]}; {refused[1]} |")
+        print(f"| {spec} | {cells[0]} | {cells[1]} | {mine_tokens:,} | {ratio:.2f}x | {refused[0]}; {refused[1]} |")
     best = min(ratios) if ratios else 0
-    print(f"\nheadline: memoria's chat KV tokens / the seed's 40 % split, worst card: {best:.2f}x; "
-          f"every memoria worker admitted by vLLM: {all(r['ok'] for r in mine_v)}")
+    print(
+        f"\nheadline: memoria's chat KV tokens / the seed's 40 % split, worst card: {best:.2f}x; "
+        f"every memoria worker admitted by vLLM: {all(r['ok'] for r in mine_v)}"
+    )
 
 
 def _why(v: dict) -> str:

@@ -26,19 +26,34 @@ STACK = sys.argv[2] if len(sys.argv) > 2 else "demo"
 EMBED, CHAT = ("demo-embed", "demo-chat") if STACK == "demo" else ("tiny-embed", "tiny-chat")
 # Requests per measurement by row and concurrency: a few seconds each on 2 cores. vLLM's CPU engine stalls now
 # and then under concurrent load, direct or not: many rounds and medians, never one run.
-N = {"embed 1 text": {1: 48, 16: 160}, "embed 32 texts": {1: 16, 16: 48}, "chat 16 tokens": {1: 8, 16: 48},
-     "chat stream 128": {1: 3, 16: 16}}
+N = {
+    "embed 1 text": {1: 48, 16: 160},
+    "embed 32 texts": {1: 16, 16: 48},
+    "chat 16 tokens": {1: 8, 16: 48},
+    "chat stream 128": {1: 3, 16: 16},
+}
 if STACK == "tiny":
     N = {k: {1: 48, 16: 128} for k in N} | {"chat stream 128": {1: 12, 16: 128}}
 
 WORKLOADS = {
     "embed 1 text": (EMBED, "/embeddings", {"model": EMBED, "input": "one sentence about the sun"}),
     "embed 32 texts": (EMBED, "/embeddings", {"model": EMBED, "input": ["a sentence about the sea"] * 32}),
-    "chat 16 tokens": (CHAT, "/chat/completions", {
-        "model": CHAT, "max_tokens": 16, "ignore_eos": True, "messages": [{"role": "user", "content": "hi"}]}),
-    "chat stream 128": (CHAT, "/chat/completions", {
-        "model": CHAT, "max_tokens": 128, "ignore_eos": True, "stream": True,
-        "messages": [{"role": "user", "content": "hi"}]}),
+    "chat 16 tokens": (
+        CHAT,
+        "/chat/completions",
+        {"model": CHAT, "max_tokens": 16, "ignore_eos": True, "messages": [{"role": "user", "content": "hi"}]},
+    ),
+    "chat stream 128": (
+        CHAT,
+        "/chat/completions",
+        {
+            "model": CHAT,
+            "max_tokens": 128,
+            "ignore_eos": True,
+            "stream": True,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    ),
 }
 
 
@@ -53,25 +68,35 @@ try:
             continue
         for conc in (1, 16):
             n = N[name][conc]
-            d, f, slow = interleave(ROUNDS, partial(measure, direct[worker], path, body, conc, n),
-                                    partial(measure, proxy, path, body, conc, n),
-                                    partial(measure, proxy, path, body, conc, n, LITELLM))
+            d, f, slow = interleave(
+                ROUNDS,
+                partial(measure, direct[worker], path, body, conc, n),
+                partial(measure, proxy, path, body, conc, n),
+                partial(measure, proxy, path, body, conc, n, LITELLM),
+            )
             base = median([x[0] for x in d])
             lat_d = sorted(x for r in d for x in r[1])
             row = [name, conc]
             for arm in (f, slow):
                 lat = sorted(x for r in arm for x in r[1])
-                row += [median([x[0] for x in arm]) / base, (pct(lat, .5) - pct(lat_d, .5)) * 1000,
-                        (pct(lat, .99) - pct(lat_d, .99)) * 1000]
+                row += [
+                    median([x[0] for x in arm]) / base,
+                    (pct(lat, 0.5) - pct(lat_d, 0.5)) * 1000,
+                    (pct(lat, 0.99) - pct(lat_d, 0.99)) * 1000,
+                ]
             rows.append(row)
             print(*(f"{x:.2f}" if isinstance(x, float) else x for x in row), flush=True, file=sys.stderr)
 finally:
     memoria("down", env=env)
 print(f"{'':23} {'fast path (default)':^26} | {'LiteLLM own path':^26}")
-print(f"{'workload':18} {'conc':>4} {'ratio':>6} {'+p50 ms':>9} {'+p99 ms':>9} | {'ratio':>6} {'+p50 ms':>9} "
-      f"{'+p99 ms':>9}")
+print(
+    f"{'workload':18} {'conc':>4} {'ratio':>6} {'+p50 ms':>9} {'+p99 ms':>9} | {'ratio':>6} {'+p50 ms':>9} "
+    f"{'+p99 ms':>9}"
+)
 for name, conc, r1, a1, b1, r2, a2, b2 in rows:
     print(f"{name:18} {conc:4d} {r1:6.2f} {a1:9.1f} {b1:9.1f} | {r2:6.2f} {a2:9.1f} {b2:9.1f}")
 worst = min(rows, key=lambda r: r[2] if r[1] == 16 else 9)
-print(f"headline: through :8200 vs direct at concurrency 16, worst {worst[2]:.2f}x ({worst[0]}); "
-      f"LiteLLM's own path {worst[5]:.2f}x on that row; target >= 0.9x")
+print(
+    f"headline: through :8200 vs direct at concurrency 16, worst {worst[2]:.2f}x ({worst[0]}); "
+    f"LiteLLM's own path {worst[5]:.2f}x on that row; target >= 0.9x"
+)

@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 from common import interleave, median, memoria
 
-from memoria_cli.home import Home
-from tests.conftest import build_tiny_models, free_ports, tiny_models_profile
+from memoria_cli.run.home import Home
+from tests.helpers import build_tiny_models, free_ports, tiny_models_profile
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 2
 work = Path(tempfile.mkdtemp(prefix="memoria-bench-"))
@@ -49,8 +49,15 @@ def by_hand() -> float:
     try:
         for name, c in commands.items():
             log = open(work / f"{name}.hand.log", "w")
-            procs.append(subprocess.Popen(c["argv"], env={**os.environ, **c["env"]}, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    c["argv"],
+                    env={**os.environ, **c["env"]},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
             url = f"http://127.0.0.1:{ports[name]}/health"
             while True:
                 if procs[-1].poll() is not None:

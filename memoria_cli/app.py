@@ -32,15 +32,15 @@ def _root(
 
 
 def _interrupted(signum: int, frame: object) -> None:
-    from memoria_cli.errors import Interrupted, Terminated
+    from memoria_cli.core.errors import Interrupted, Terminated
 
     raise Terminated() if signum == signal.SIGTERM else Interrupted()
 
 
 def main() -> None:
     """Run the app; domain errors become one line on stderr and their documented exit code."""
-    from memoria_cli.console import debug_enabled
-    from memoria_cli.errors import Interrupted, MemoriaError, Terminated
+    from memoria_cli.cli.console import debug_enabled
+    from memoria_cli.core.errors import Interrupted, MemoriaError, Terminated
 
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 must not crash a message about it
         if hasattr(stream, "reconfigure"):
@@ -72,6 +72,7 @@ def main() -> None:
     except Exception as exc:  # a bug: say so briefly, keep the traceback for --debug
         if debug_enabled():
             raise
-        print(f"{prefix}: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)",
-              file=sys.stderr)
+        print(
+            f"{prefix}: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)", file=sys.stderr
+        )
         sys.exit(1)

@@ -10,12 +10,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from memoria_cli.gpu_memory import BLOCK_SIZE, CUDA_CONTEXT
-from memoria_cli.home import Home
-from memoria_cli.inventory import Inventory
-from memoria_cli.model_facts import Facts
-from memoria_cli.planner import Plan
-from memoria_cli.runtimes import Runtimes
+from memoria_cli.core.gpu_memory import BLOCK_SIZE, CUDA_CONTEXT
+from memoria_cli.core.inventory import Inventory
+from memoria_cli.core.model_facts import Facts
+from memoria_cli.core.planner import Plan
+from memoria_cli.run.home import Home
+from memoria_cli.run.runtimes import Runtimes
 
 ORACLE = Path(__file__).resolve().parent / "tools" / "vllm_oracle.py"
 
@@ -24,18 +24,42 @@ def hf_config(f: Facts, kind: str) -> dict:
     """A config.json with the model's shape, for vLLM's config code (no weights are loaded). The vision
     model's decoder is given as a Qwen3 decoder of the same shape: its KV specs are what the check needs."""
     if kind == "transcription":
-        return {"architectures": ["WhisperForConditionalGeneration"], "model_type": "whisper",
-                "d_model": f.hidden, "decoder_attention_heads": f.kv_heads, "encoder_attention_heads": f.kv_heads,
-                "decoder_layers": f.layers, "encoder_layers": 32, "decoder_ffn_dim": f.intermediate,
-                "encoder_ffn_dim": f.encoder_ffn, "max_source_positions": f.cross_tokens,
-                "max_target_positions": f.max_context, "num_mel_bins": 128, "vocab_size": f.vocab,
-                "torch_dtype": "float16", "decoder_start_token_id": 50258, "eos_token_id": 50257,
-                "pad_token_id": 50257, "bos_token_id": 50257}
-    return {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": f.hidden,
-            "intermediate_size": f.intermediate, "num_hidden_layers": f.layers,
-            "num_attention_heads": f.heads, "num_key_value_heads": f.kv_heads, "head_dim": f.head_dim,
-            "max_position_embeddings": f.max_context, "vocab_size": f.vocab, "torch_dtype": "bfloat16",
-            "tie_word_embeddings": True, "rms_norm_eps": 1e-6, "hidden_act": "silu"}
+        return {
+            "architectures": ["WhisperForConditionalGeneration"],
+            "model_type": "whisper",
+            "d_model": f.hidden,
+            "decoder_attention_heads": f.kv_heads,
+            "encoder_attention_heads": f.kv_heads,
+            "decoder_layers": f.layers,
+            "encoder_layers": 32,
+            "decoder_ffn_dim": f.intermediate,
+            "encoder_ffn_dim": f.encoder_ffn,
+            "max_source_positions": f.cross_tokens,
+            "max_target_positions": f.max_context,
+            "num_mel_bins": 128,
+            "vocab_size": f.vocab,
+            "torch_dtype": "float16",
+            "decoder_start_token_id": 50258,
+            "eos_token_id": 50257,
+            "pad_token_id": 50257,
+            "bos_token_id": 50257,
+        }
+    return {
+        "architectures": ["Qwen3ForCausalLM"],
+        "model_type": "qwen3",
+        "hidden_size": f.hidden,
+        "intermediate_size": f.intermediate,
+        "num_hidden_layers": f.layers,
+        "num_attention_heads": f.heads,
+        "num_key_value_heads": f.kv_heads,
+        "head_dim": f.head_dim,
+        "max_position_embeddings": f.max_context,
+        "vocab_size": f.vocab,
+        "torch_dtype": "bfloat16",
+        "tie_word_embeddings": True,
+        "rms_norm_eps": 1e-6,
+        "hidden_act": "silu",
+    }
 
 
 def oracle_inputs(p: Plan, inv: Inventory, facts: dict[str, Facts]) -> list[dict]:
@@ -47,16 +71,38 @@ def oracle_inputs(p: Plan, inv: Inventory, facts: dict[str, Facts]) -> list[dict
         f = facts[w.name]
         g = inv.gpus[w.devices[0]]
         free = g.free - max(held[d] for d in w.devices) - CUDA_CONTEXT
-        rows.append({
-            "name": w.name, "kind": w.kind, "config": hf_config(f, w.kind), "max_model_len": w.context,
-            "model_max_len": f.max_context, "max_num_seqs": w.max_num_seqs,
-            "max_num_batched_tokens": w.max_num_batched_tokens, "block_size": BLOCK_SIZE,
-            "dtype": w.dtype or "bfloat16", "kv_cache_dtype": w.kv_cache_dtype, "tp": w.tensor_parallel,
-            "gmu": w.gmu, "total": g.total, "free_at_start": free, "kv_bytes": w.kv_bytes // w.tensor_parallel,
-            "layers": f.layers, "kv_heads": f.kv_heads, "head_dim": f.head_dim, "cross": f.cross_tokens > 0,
-            "quantization": f.quantization, "capability": list(g.capability),
-            "estimate": {"cuda_context": w.cuda_context, "weights": w.weights // w.tensor_parallel,
-                         "activation": w.activation, "non_torch": w.non_torch, "graphs": w.graphs}})
+        rows.append(
+            {
+                "name": w.name,
+                "kind": w.kind,
+                "config": hf_config(f, w.kind),
+                "max_model_len": w.context,
+                "model_max_len": f.max_context,
+                "max_num_seqs": w.max_num_seqs,
+                "max_num_batched_tokens": w.max_num_batched_tokens,
+                "block_size": BLOCK_SIZE,
+                "dtype": w.dtype or "bfloat16",
+                "kv_cache_dtype": w.kv_cache_dtype,
+                "tp": w.tensor_parallel,
+                "gmu": w.gmu,
+                "total": g.total,
+                "free_at_start": free,
+                "kv_bytes": w.kv_bytes // w.tensor_parallel,
+                "layers": f.layers,
+                "kv_heads": f.kv_heads,
+                "head_dim": f.head_dim,
+                "cross": f.cross_tokens > 0,
+                "quantization": f.quantization,
+                "capability": list(g.capability),
+                "estimate": {
+                    "cuda_context": w.cuda_context,
+                    "weights": w.weights // w.tensor_parallel,
+                    "activation": w.activation,
+                    "non_torch": w.non_torch,
+                    "graphs": w.graphs,
+                },
+            }
+        )
         for d in w.devices:
             held[d] += w.budget // w.tensor_parallel  # its CUDA context and ceil(util x total)
     return rows
@@ -68,8 +114,9 @@ def run_oracle(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
     py = rt.python_of(rt.vllm)
     if not py.exists():
         raise RuntimeError(f"vLLM runtime missing at {py}: run `memoria setup` (the test script does)")
-    proc = subprocess.run([str(py), str(ORACLE)], input=json.dumps({"workers": rows}), capture_output=True,
-                          text=True, timeout=900)
+    proc = subprocess.run(
+        [str(py), str(ORACLE)], input=json.dumps({"workers": rows}), capture_output=True, text=True, timeout=900
+    )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     lines = proc.stdout.strip().splitlines()

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from memoria_cli.client import Api, Endpoint, resolve_endpoint
-from memoria_cli.errors import ServerError
-from tests.conftest import run_memoria, sox_converted, wav_bytes
+from memoria_cli.client.api import Api, Endpoint, resolve_endpoint
+from memoria_cli.core.errors import ServerError
+from tests.helpers import run_memoria, run_state, sox_converted, wav_bytes
 
 slow = pytest.mark.slow
 
@@ -24,8 +24,14 @@ slow = pytest.mark.slow
 def in_a_terminal(args: list[str], stdin: bytes = b"", timeout: float = 120) -> str:
     """Run memoria with stdin/stdout on a pseudo-terminal (so it streams and can be interactive)."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "memoria_cli", *args], stdin=slave, stdout=slave, stderr=slave,
-                            close_fds=True, env=os.environ.copy())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memoria_cli", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        close_fds=True,
+        env=os.environ.copy(),
+    )
     os.close(slave)
     if stdin:
         os.write(master, stdin)
@@ -48,8 +54,19 @@ def in_a_terminal(args: list[str], stdin: bytes = b"", timeout: float = 120) -> 
 
 @slow
 def test_chat_answer_on_stdout_reasoning_apart(tiny_stack):
-    r = run_memoria("chat", "What is the capital of France?", "-s", "Be brief.", "--max-tokens", "16",
-                    "--temperature", "0", "-o", "seed", "7")
+    r = run_memoria(
+        "chat",
+        "What is the capital of France?",
+        "-s",
+        "Be brief.",
+        "--max-tokens",
+        "16",
+        "--temperature",
+        "0",
+        "-o",
+        "seed",
+        "7",
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "Hello world" and "hmm" in r.stderr
     r = run_memoria("chat", "hi", "--no-reasoning")
@@ -71,8 +88,9 @@ def test_chat_streams_on_a_terminal_and_is_interactive(tiny_stack):
 
 @slow
 def test_chat_question_from_stdin_and_completion(tiny_stack):
-    p = subprocess.run([sys.executable, "-m", "memoria_cli", "chat"], input="hello there", capture_output=True,
-                       text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "memoria_cli", "chat"], input="hello there", capture_output=True, text=True, timeout=120
+    )
     assert p.stdout.strip() == "Hello world"
     r = run_memoria("chat", "--completion", "Once upon a time", "--max-tokens", "4")
     assert r.returncode == 0 and r.stdout.strip()
@@ -82,9 +100,12 @@ def test_chat_question_from_stdin_and_completion(tiny_stack):
 
 @slow
 def test_chat_schema_is_enforced_and_validated(tiny_stack, tmp_path):
-    schema = {"type": "object", "properties": {"answer": {"type": "string", "enum": ["yes", "no"]},
-                                               "ok": {"type": "boolean"}},
-              "required": ["answer", "ok"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}, "ok": {"type": "boolean"}},
+        "required": ["answer", "ok"],
+        "additionalProperties": False,
+    }
     f = tmp_path / "s.json"
     f.write_text(json.dumps(schema))
     r = run_memoria("chat", "Is the sky blue?", "--schema", str(f), "--max-tokens", "64")
@@ -96,7 +117,7 @@ def test_chat_schema_is_enforced_and_validated(tiny_stack, tmp_path):
 
 
 def test_answer_that_breaks_the_schema_is_refused():
-    from memoria_cli.commands.chat import check_answer
+    from memoria_cli.client.chat import check_answer
 
     with pytest.raises(ServerError, match="at age"):
         check_answer('{"age": "old"}', {"type": "object", "properties": {"age": {"type": "integer"}}})
@@ -105,11 +126,18 @@ def test_answer_that_breaks_the_schema_is_refused():
 
 
 def test_option_pairs():
-    from memoria_cli.commands.chat import join_option_pairs, parse_options
+    from memoria_cli.client.chat import parse_options
+    from memoria_cli.commands.chat import join_option_pairs
 
-    assert join_option_pairs(["chat", "q", "-o", "seed", "42", "-o", "x=y"]) == ["chat", "q", "-o", "seed=42",
-                                                                                 "-o", "x=y"]
-    assert parse_options(["seed=42", "stop=[\"a\"]", "name=bob"]) == {"seed": 42, "stop": ["a"], "name": "bob"}
+    assert join_option_pairs(["chat", "q", "-o", "seed", "42", "-o", "x=y"]) == [
+        "chat",
+        "q",
+        "-o",
+        "seed=42",
+        "-o",
+        "x=y",
+    ]
+    assert parse_options(["seed=42", 'stop=["a"]', "name=bob"]) == {"seed": 42, "stop": ["a"], "name": "bob"}
 
 
 # --------------------------------------------------------------------------------------------- embed
@@ -132,8 +160,13 @@ def test_embed_args_file_jsonl_stdin_npy(tiny_stack, tmp_path):
     j.write_text('{"id": "a", "text": "one"}\n{"id": 7, "text": "two"}\n')
     rows = [json.loads(x) for x in run_memoria("embed", "-i", str(j)).stdout.splitlines()]
     assert [x["id"] for x in rows] == ["a", 7]
-    p = subprocess.run([sys.executable, "-m", "memoria_cli", "embed"], input="alpha\nbeta\n", capture_output=True,
-                       text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "memoria_cli", "embed"],
+        input="alpha\nbeta\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert len(p.stdout.splitlines()) == 2
     out = tmp_path / "v.npy"
     assert run_memoria("embed", "-i", str(f), "--format", "npy", "-o", str(out)).returncode == 0
@@ -146,8 +179,9 @@ def test_embed_args_file_jsonl_stdin_npy(tiny_stack, tmp_path):
     assert np.array_equal(from_jsonl, np.load(out))  # the same float32 values, in text and in .npy
     long = tmp_path / "long.txt"  # batch 5 of 7 fails (a text past the model's context): after 4 were written
     long.write_text("\n".join(lines[:40] + ["word " * 3000] + lines[40:]) + "\n")
-    r = run_memoria("embed", "-i", str(long), "-o", str(tmp_path / "never.jsonl"), "--batch-size", "8",
-                    "--concurrency", "1")
+    r = run_memoria(
+        "embed", "-i", str(long), "-o", str(tmp_path / "never.jsonl"), "--batch-size", "8", "--concurrency", "1"
+    )
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert sorted(x.name for x in tmp_path.iterdir()) == ["in.jsonl", "in.txt", "long.txt", "v.jsonl", "v.npy"]
 
@@ -156,7 +190,7 @@ def test_embedding_lines_and_base64_vectors():
     import array
     import base64
 
-    from memoria_cli.commands.embed import decode, jsonl_line
+    from memoria_cli.client.embeddings import decode, jsonl_line
 
     vec = np.array([0.1, -2.5e-8, 3.4028235e38, 1 / 3], dtype="<f4")
     assert decode(base64.b64encode(vec.tobytes()).decode()).tolist() == vec.tolist()
@@ -168,7 +202,7 @@ def test_embedding_lines_and_base64_vectors():
 
 
 def test_embedding_batches_are_bounded_by_count_and_size_and_keep_order():
-    from memoria_cli.commands.embed import batches
+    from memoria_cli.client.embeddings import batches
 
     items = [(i, "x" * n) for i, n in enumerate([10, 10, 10, 10, 10])]
     assert [[i for i, _ in b] for b in batches(items, 2)] == [[0, 1], [2, 3], [4]]
@@ -235,8 +269,12 @@ def test_transcribe_flac_and_ogg(tiny_stack, tmp_path):
 def test_models_lists_kinds(tiny_stack):
     rows = json.loads(run_memoria("models", "--json").stdout)
     kinds = {r["name"]: r["kind"] for r in rows}
-    assert kinds == {"tiny-embed": "embedding", "tiny-chat": "chat", "tiny-vl": "vision",
-                     "tiny-whisper": "transcription"}
+    assert kinds == {
+        "tiny-embed": "embedding",
+        "tiny-chat": "chat",
+        "tiny-vl": "vision",
+        "tiny-whisper": "transcription",
+    }
     assert all(r["ready"] for r in rows)
 
 
@@ -264,8 +302,15 @@ def bad_inputs(tmp: os.PathLike) -> list[tuple[list[str], str]]:
     (tmp / "locked.pdf").write_bytes(
         b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n"
         b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 100 100]>>endobj\n4 0 obj<</Filter/Standard/V 1/R 2/O<"
-        + b"11" * 32 + b">/U<" + b"22" * 32 + b">/P -4>>endobj\ntrailer<</Root 1 0 R/Encrypt 4 0 R/ID[<"
-        + b"33" * 16 + b"><" + b"33" * 16 + b">]>>\n%%EOF\n")
+        + b"11" * 32
+        + b">/U<"
+        + b"22" * 32
+        + b">/P -4>>endobj\ntrailer<</Root 1 0 R/Encrypt 4 0 R/ID[<"
+        + b"33" * 16
+        + b"><"
+        + b"33" * 16
+        + b">]>>\n%%EOF\n"
+    )
     (tmp / "notes.txt").write_bytes("caf\xe9\n".encode("latin1"))
     (tmp / "noise.mp3").write_bytes(b"this is not audio at all" * 10)
     (tmp / "empty.txt").write_text("\n")
@@ -309,6 +354,7 @@ def test_unknown_model_gets_did_you_mean(tiny_stack):
 
 def test_server_errors_and_cut_streams_are_one_line():
     """Only memoria's error mapping under test here: a stand-in transport answers 500, 401, and a cut stream."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/models"):
             return httpx.Response(200, json={"data": [{"id": "m"}]})
@@ -316,8 +362,11 @@ def test_server_errors_and_cut_streams_are_one_line():
             return httpx.Response(500, json={"error": {"message": "upstream exploded"}})
         if request.url.path.endswith("/completions") and not json.loads(request.content).get("stream"):
             return httpx.Response(401, json={"error": {"message": "Authentication Error"}})
-        return httpx.Response(200, content=b'data: {"choices": [{"delta": {"content": "Hel"}}]}\n\n',
-                              headers={"content-type": "text/event-stream"})
+        return httpx.Response(
+            200,
+            content=b'data: {"choices": [{"delta": {"content": "Hel"}}]}\n\n',
+            headers={"content-type": "text/event-stream"},
+        )
 
     api = Api(Endpoint("http://x/v1", "k", "test"), transport=httpx.MockTransport(handler))
     assert api.check_model("m") == "m"
@@ -331,10 +380,14 @@ def test_server_errors_and_cut_streams_are_one_line():
 
 
 def test_endpoint_resolution_order():
-    state = {"url": "http://127.0.0.1:9999/v1"}
+    state = run_state(url="http://127.0.0.1:9999/v1")
     assert resolve_endpoint("http://a/v1", None, {}, state).base_url == "http://a/v1"
-    assert resolve_endpoint(None, None, {"MEMORIA_BASE_URL": "http://b/v1", "OPENAI_API_BASE": "http://c/v1"},
-                            state).base_url == "http://b/v1"
+    assert (
+        resolve_endpoint(
+            None, None, {"MEMORIA_BASE_URL": "http://b/v1", "OPENAI_API_BASE": "http://c/v1"}, state
+        ).base_url
+        == "http://b/v1"
+    )
     assert resolve_endpoint(None, None, {"OPENAI_API_BASE": "http://c/v1"}, state).base_url == "http://c/v1"
     assert resolve_endpoint(None, None, {}, state).base_url == "http://127.0.0.1:9999/v1"
     assert resolve_endpoint(None, None, {}, None).base_url == "http://127.0.0.1:8200/v1"

@@ -10,13 +10,15 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import psutil
 
-from memoria_cli.home import Home
-from memoria_cli.processes import marked
-from memoria_cli.worker_spec import MARKER_ENV
-from tests.conftest import run_memoria, wait_for
+from memoria_cli.core.worker_spec import MARKER_ENV
+from memoria_cli.run.home import Home
+from memoria_cli.run.processes import marked
+from memoria_cli.run.state import read_state, write_state
+from tests.helpers import run_memoria, run_state, wait_for
 
 
 def roles(marker: str) -> list[str]:
@@ -59,15 +61,25 @@ def test_up_status_down_leaves_nothing(home, memoria, standin_profile):
 
 def test_ten_ups_at_once_make_one_supervisor(home, memoria, standin_profile):
     prof = standin_profile(env_a={"STANDIN_START_DELAY": "1"})
-    procs = [subprocess.Popen([sys.executable, "-m", "memoria_cli", "up", "-d", "-p", str(prof)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(10)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "memoria_cli", "up", "-d", "-p", str(prof)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(10)
+    ]
     results = [(p.wait(60), p.stderr.read()) for p in procs]
     ok = [r for r in results if r[0] == 0]
     refused = [r for r in results if r[0] == 6]
     assert len(ok) == 1, results
     assert len(refused) == 9 and all("already running" in e for _, e in refused), results
-    sups = [p for p in psutil.process_iter(["cmdline"]) if "_supervise" in " ".join(p.info["cmdline"] or [])
-            and str(prof) in " ".join(p.info["cmdline"] or [])]
+    sups = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "_supervise" in " ".join(p.info["cmdline"] or []) and str(home) in " ".join(p.info["cmdline"] or [])
+    ]
     assert len(sups) == 1
 
 
@@ -79,9 +91,12 @@ def test_crashed_worker_is_restarted(home, memoria, standin_profile):
 
 
 def test_non_retryable_start_failure_fails_fast_with_the_log(home, memoria, standin_profile):
-    prof = standin_profile(env_b={"STANDIN_FAIL_AT_START": "1",
-                                  "STANDIN_FAIL_MESSAGE": "OSError: x does not appear to have a file named "
-                                                          "config.json"})
+    prof = standin_profile(
+        env_b={
+            "STANDIN_FAIL_AT_START": "1",
+            "STANDIN_FAIL_MESSAGE": "OSError: x does not appear to have a file named config.json",
+        }
+    )
     t0 = time.monotonic()
     r = memoria("up", "-d", "-p", str(prof))
     assert r.returncode == 7, r.stderr
@@ -104,8 +119,11 @@ def test_port_taken_is_refused_naming_the_owner(home, memoria, standin_profile):
     import yaml
 
     port = yaml.safe_load(prof.read_text())["proxy"]["port"]
-    foreign = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    foreign = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: foreign.poll() is None and _listening(port))
         r = memoria("up", "-d", "-p", str(prof))
@@ -129,10 +147,14 @@ def test_corrupt_state_and_foreign_pid_are_not_trusted(home, memoria, standin_pr
     assert list(home.glob("state.json.corrupt-*"))
     foreign = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        fake = {"version": 1, "phase": "running", "supervisor": {"pid": foreign.pid, "create_time": 1.0},
-                "processes": {"alpha": {"state": "ready", "pid": foreign.pid, "create_time": 1.0, "port": 1}}}
-        (home / "state.json").write_text(json.dumps(fake))
-        assert memoria("down").returncode == 0
+        fake = run_state(
+            supervisor=(foreign.pid, 1.0),
+            processes={"alpha": {"state": "ready", "pid": foreign.pid, "create_time": 1.0, "port": 1}},
+        )
+        write_state(home / "state.json", fake)
+        assert replace(read_state(home / "state.json")[0], updated_at=0.0) == fake  # well-formed: only its pids wrong
+        r = memoria("down")
+        assert r.returncode == 0 and "stopped" in r.stderr, r.stderr
         assert foreign.poll() is None  # a pid that is not ours is never signalled
         prof = standin_profile()
         assert memoria("up", "-d", "-p", str(prof)).returncode == 0
@@ -170,8 +192,12 @@ def test_restart_command(home, memoria, standin_profile):
 
 def test_foreground_up_stops_everything_on_ctrl_c(home, memoria, standin_profile):
     prof = standin_profile(env_b={"STANDIN_GRANDCHILD": "1"})
-    fg = subprocess.Popen([sys.executable, "-m", "memoria_cli", "up", "-p", str(prof)], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+    fg = subprocess.Popen(
+        [sys.executable, "-m", "memoria_cli", "up", "-p", str(prof)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for(lambda: memoria("status").returncode == 0 and status(memoria)["phase"] == "running")
         fg.send_signal(signal.SIGINT)
@@ -201,8 +227,12 @@ def test_down_stops_the_supervisor_even_when_state_json_is_corrupt(home, memoria
 
 def test_ctrl_c_during_up_d_stops_what_was_starting(home, standin_profile):
     prof = standin_profile(env_a={"STANDIN_START_DELAY": "30"})
-    up = subprocess.Popen([sys.executable, "-m", "memoria_cli", "up", "-d", "-p", str(prof)],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "memoria_cli", "up", "-d", "-p", str(prof)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     marker = Home.from_env().marker
     wait_for(lambda: "alpha" in roles(marker), 30)
     up.send_signal(signal.SIGINT)

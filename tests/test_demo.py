@@ -17,9 +17,9 @@ import psutil
 import pytest
 import yaml
 
-from memoria_cli.processes import marked
-from memoria_cli.profile import SHIPPED
-from tests.conftest import DEFAULT_RUNTIMES, free_ports, run_memoria
+from memoria_cli.core.profile import SHIPPED
+from memoria_cli.run.processes import marked
+from tests.helpers import DEFAULT_RUNTIMES, free_ports, run_memoria
 
 pytestmark = pytest.mark.slow
 SENTENCES = ["the quick brown fox jumps over the lazy dog", "solar panels convert sunlight into electricity"]
@@ -59,12 +59,17 @@ def demo(tmp_path_factory):
     path = tmp / "demo.yaml"
     path.write_text(yaml.safe_dump(prof))
     env = {"MEMORIA_HOME": str(tmp / "home"), "MEMORIA_RUNTIMES": str(DEFAULT_RUNTIMES)}
-    from memoria_cli.home import Home
+    from memoria_cli.run.home import Home
 
     marker = Home(root=(tmp / "home").resolve(), runtimes=DEFAULT_RUNTIMES).marker
     t0 = time.monotonic()
-    up = subprocess.Popen([sys.executable, "-m", "memoria_cli", "up", "-d", "-p", str(path)], env={**os.environ, **env},
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "memoria_cli", "up", "-d", "-p", str(path)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     peak = 0
     while up.poll() is None:  # sample the stack's memory while it starts: loading is when it peaks
         peak = max(peak, sum(_rss(p) for p in marked(marker)))
@@ -72,12 +77,20 @@ def demo(tmp_path_factory):
     took = time.monotonic() - t0
     assert up.returncode == 0, up.stderr.read()[-4000:]
     ready = sum(_rss(p) for p in marked(marker))
-    print(f"\ndemo: pull + up in {took:.0f} s; stack RSS peak while starting {max(peak, ready) / 2**30:.2f} GiB, "
-          f"when ready {ready / 2**30:.2f} GiB")
+    print(
+        f"\ndemo: pull + up in {took:.0f} s; stack RSS peak while starting {max(peak, ready) / 2**30:.2f} GiB, "
+        f"when ready {ready / 2**30:.2f} GiB"
+    )
     state = json.loads(run_memoria("status", "--json", env=env).stdout)
     try:
-        yield {"client": openai.OpenAI(base_url=f"http://127.0.0.1:{base - 1}/v1", api_key="x", max_retries=0,
-                                       timeout=300), "env": env, "tmp": tmp, "marker": state["marker"]}
+        yield {
+            "client": openai.OpenAI(
+                base_url=f"http://127.0.0.1:{base - 1}/v1", api_key="x", max_retries=0, timeout=300
+            ),
+            "env": env,
+            "tmp": tmp,
+            "marker": state["marker"],
+        }
     finally:
         run_memoria("down", env=env, timeout=180)
         assert marked(state["marker"]) == []
@@ -85,8 +98,11 @@ def demo(tmp_path_factory):
 
 def test_embeddings_rank_the_relevant_document_first(demo):
     c = demo["client"]
-    docs = ["Renewable energy reduces carbon emissions", "The cat sat on the mat",
-            "Python is a versatile programming language"]
+    docs = [
+        "Renewable energy reduces carbon emissions",
+        "The cat sat on the mat",
+        "Python is a versatile programming language",
+    ]
     out = c.embeddings.create(model="demo-embed", input=["What are the benefits of renewable energy?", *docs])
     v = np.array([d.embedding for d in out.data])
     assert v.shape == (4, 384)
@@ -97,8 +113,11 @@ def test_embeddings_rank_the_relevant_document_first(demo):
 
 def test_chat_knows_a_capital(demo):
     r = demo["client"].chat.completions.create(
-        model="demo-chat", messages=[{"role": "user", "content": "What is the capital of France?"}],
-        max_tokens=32, temperature=0)
+        model="demo-chat",
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=32,
+        temperature=0,
+    )
     print("chat:", r.choices[0].message.content)
     assert "paris" in r.choices[0].message.content.lower()
 
@@ -109,8 +128,7 @@ def test_transcription_word_error_rate(demo, sentence):
     subprocess.run(["espeak-ng", "-s", "150", "-w", str(wav), sentence], check=True)
     c = demo["client"]
     text = c.audio.transcriptions.create(model="demo-whisper", file=wav.open("rb"), language="en").text
-    srt = c.audio.transcriptions.create(model="demo-whisper", file=wav.open("rb"), language="en",
-                                        response_format="srt")
+    srt = c.audio.transcriptions.create(model="demo-whisper", file=wav.open("rb"), language="en", response_format="srt")
     print(f"json: {text!r}  srt: {srt!r}")
     assert wer(sentence, text) <= 0.3
     blocks = srt.strip().split("\n\n")
@@ -128,9 +146,12 @@ def test_every_response_format_answers_on_a_plain_espeak_clip(demo, tmp_path):
     wav = tmp_path / "fox.wav"
     subprocess.run(["espeak-ng", "-w", str(wav), "the quick brown fox jumps over the lazy dog"], check=True)
     for fmt in ("json", "text", "srt", "vtt", "verbose_json"):
-        r = httpx.post(str(demo["client"].base_url).rstrip("/") + "/audio/transcriptions", timeout=300,
-                       data={"model": "demo-whisper", "response_format": fmt, "language": "en"},
-                       files={"file": ("fox.wav", wav.read_bytes(), "audio/wav")})
+        r = httpx.post(
+            str(demo["client"].base_url).rstrip("/") + "/audio/transcriptions",
+            timeout=300,
+            data={"model": "demo-whisper", "response_format": fmt, "language": "en"},
+            files={"file": ("fox.wav", wav.read_bytes(), "audio/wav")},
+        )
         assert r.status_code == 200, (fmt, r.text[:300])
         print(fmt, r.headers.get("x-memoria-transcript"), r.text[:120].replace("\n", " | "))
         if fmt == "verbose_json":
@@ -157,8 +178,13 @@ def test_client_commands_give_real_answers(demo):
     subprocess.run(["espeak-ng", "-s", "150", "-w", str(wav), SENTENCES[0]], check=True)
     r = run_memoria("transcribe", str(wav), "-l", "en", env=env)
     assert r.returncode == 0 and wer(SENTENCES[0], r.stdout) <= 0.3, (r.stdout, r.stderr)
-    r = run_memoria("embed", "What are the benefits of renewable energy?", "Renewable energy reduces carbon emissions",
-                    "The cat sat on the mat", env=env)
+    r = run_memoria(
+        "embed",
+        "What are the benefits of renewable energy?",
+        "Renewable energy reduces carbon emissions",
+        "The cat sat on the mat",
+        env=env,
+    )
     q, good, bad = (np.array(json.loads(line)["embedding"]) for line in r.stdout.splitlines())
 
     def cos(a, b):
@@ -188,8 +214,13 @@ def test_a_chat_whose_client_leaves_stops_on_the_worker(demo, stream):
         return gauge("vllm:num_requests_running") == 1
 
     before = gauge("vllm:generation_tokens_total")
-    body = {"model": "demo-chat", "max_tokens": 1500, "ignore_eos": True, "stream": stream,
-            "messages": [{"role": "user", "content": "Tell me a long story."}]}
+    body = {
+        "model": "demo-chat",
+        "max_tokens": 1500,
+        "ignore_eos": True,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+    }
     url = state["url"] + "/chat/completions"
     if stream:
         with httpx.stream("POST", url, json=body, timeout=120) as r:

@@ -10,8 +10,8 @@ import socket
 import psutil
 import pytest
 
-from memoria_cli.processes import marked
-from tests.conftest import build_tiny_models, free_ports, run_memoria, tiny_models_profile
+from memoria_cli.run.processes import marked
+from tests.helpers import build_tiny_models, free_ports, run_memoria, tiny_models_profile
 
 pytestmark = pytest.mark.slow
 

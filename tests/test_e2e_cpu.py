@@ -12,7 +12,7 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.conftest import run_memoria, wav_bytes
+from tests.helpers import run_memoria, wav_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +24,16 @@ def client(tiny_stack):
 
 def test_models_list_public_names_and_aliases(client):
     ids = {m.id for m in client.models.list().data}
-    assert ids >= {"tiny-embed", "tiny-chat", "tiny-vl", "tiny-whisper", "test/Tiny-Embed", "test/Tiny-Chat",
-                   "test/Tiny-VL", "test/Tiny-Whisper"}
+    assert ids >= {
+        "tiny-embed",
+        "tiny-chat",
+        "tiny-vl",
+        "tiny-whisper",
+        "test/Tiny-Embed",
+        "test/Tiny-Chat",
+        "test/Tiny-VL",
+        "test/Tiny-Whisper",
+    }
 
 
 def test_embeddings_single_and_batch(client):
@@ -54,8 +62,11 @@ def test_chat_plain_and_streamed_with_reasoning(client):
 def test_legacy_completions(client):
     r = client.completions.create(model="tiny-chat", prompt="Once upon a time", max_tokens=5)
     assert r.choices[0].text and r.usage.completion_tokens > 0
-    text = "".join(c.choices[0].text or "" for c in client.completions.create(
-        model="tiny-chat", prompt="Once upon a time", max_tokens=5, stream=True) if c.choices)
+    text = "".join(
+        c.choices[0].text or ""
+        for c in client.completions.create(model="tiny-chat", prompt="Once upon a time", max_tokens=5, stream=True)
+        if c.choices
+    )
     assert text
 
 
@@ -63,16 +74,27 @@ def test_ocr_style_chat_with_base64_image(client):
     buf = io.BytesIO()
     Image.fromarray((np.random.default_rng(0).random((64, 96, 3)) * 255).astype("uint8")).save(buf, "PNG")
     url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-    r = client.chat.completions.create(model="tiny-vl", max_tokens=8, messages=[{"role": "user", "content": [
-        {"type": "text", "text": "Extract all text from this image."},
-        {"type": "image_url", "image_url": {"url": url}}]}])
+    r = client.chat.completions.create(
+        model="tiny-vl",
+        max_tokens=8,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Extract all text from this image."},
+                    {"type": "image_url", "image_url": {"url": url}},
+                ],
+            }
+        ],
+    )
     assert r.choices[0].message.content is not None
     assert r.usage.prompt_tokens > 10  # the image's tokens reached the model
 
 
 def test_transcription(client):
-    r = client.audio.transcriptions.create(model="tiny-whisper", file=("speech.wav", wav_bytes(2.0), "audio/wav"),
-                                           language="en")
+    r = client.audio.transcriptions.create(
+        model="tiny-whisper", file=("speech.wav", wav_bytes(2.0), "audio/wav"), language="en"
+    )
     assert isinstance(r.text, str)
 
 
@@ -81,7 +103,12 @@ def test_status_shows_every_worker_ready_with_vllms_report(tiny_stack):
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert {n: p["state"] for n, p in s["processes"].items()} == {
-        "tiny-embed": "ready", "tiny-chat": "ready", "tiny-vl": "ready", "tiny-whisper": "ready", "proxy": "ready"}
+        "tiny-embed": "ready",
+        "tiny-chat": "ready",
+        "tiny-vl": "ready",
+        "tiny-whisper": "ready",
+        "proxy": "ready",
+    }
     plan = {w["name"]: w for w in s["plan"]["workers"]}
     for name in ("tiny-embed", "tiny-chat", "tiny-vl", "tiny-whisper"):
         rep = s["processes"][name]["reported"]
@@ -102,12 +129,15 @@ def test_cpu_workers_sleep_between_steps_instead_of_spinning(client, tiny_stack)
     in the profile), 0.09-0.12 s with it."""
     import time
 
-    from memoria_cli.processes import marked
-    from memoria_cli.vllm_hooks import PAUSE_ENV
-    from memoria_cli.worker_spec import MARKER_ENV
+    from memoria_cli.core.worker_spec import MARKER_ENV
+    from memoria_cli.plugins.vllm_hooks import PAUSE_ENV
+    from memoria_cli.run.processes import marked
 
-    [api] = [p for p in marked(tiny_stack["state"]["marker"])
-             if p.environ()[MARKER_ENV].endswith("/tiny-embed") and p.name() == "vllm"]
+    [api] = [
+        p
+        for p in marked(tiny_stack["state"]["marker"])
+        if p.environ()[MARKER_ENV].endswith("/tiny-embed") and p.name() == "vllm"
+    ]
     assert api.environ().get(PAUSE_ENV) == "100"
     procs = [api, *api.children(recursive=True)]  # their /proc environ is overwritten by setproctitle
     assert {"VLLM::EngineCore", "VLLM::Worker"} <= {p.name() for p in procs}

@@ -12,18 +12,31 @@ from functools import cache
 
 import pytest
 
-from memoria_cli.inventory import Inventory, describe
-from memoria_cli.model_facts import Facts, read_facts
-from memoria_cli.planner import GPU_MARGIN_FRACTION, Plan, WorkerPlan, plan
-from memoria_cli.profile import Profile, load_profile
-from memoria_cli.runtimes import VLLM_VERSION
-from memoria_cli.units import GiB
+from memoria_cli.core.inventory import Inventory, describe
+from memoria_cli.core.model_facts import Facts, read_facts
+from memoria_cli.core.planner import GPU_MARGIN_FRACTION, Plan, WorkerPlan, plan
+from memoria_cli.core.profile import Profile, load_profile
+from memoria_cli.core.units import GiB
+from memoria_cli.run.runtimes import VLLM_VERSION
 from tests.oracle import oracle_inputs, run_oracle
 
 DEFAULT = load_profile("default")
 FACTS = {m.name: read_facts(m) for m in DEFAULT.models}
-MATRIX = ["T4", "A10", "L4", "RTX4090", "24GiB@8.9", "A100-40GB", "A100", "H100", "H200", "2xL4", "2xH100",
-          "12GiB@8.9", "8GiB@8.9"]
+MATRIX = [
+    "T4",
+    "A10",
+    "L4",
+    "RTX4090",
+    "24GiB@8.9",
+    "A100-40GB",
+    "A100",
+    "H100",
+    "H200",
+    "2xL4",
+    "2xH100",
+    "12GiB@8.9",
+    "8GiB@8.9",
+]
 SINGLES = {m.name: Profile(name=m.name, models=[m]) for m in DEFAULT.models}
 
 
@@ -107,6 +120,9 @@ def test_every_card_holds_its_workers():
     """Per GPU: CUDA contexts plus budgets stay within the free memory less the margin."""
     for prof, spec, p, inv, _ in plans():
         for g in inv.gpus:
-            used = sum(w.cuda_context + (w.budget // w.tensor_parallel - w.cuda_context)
-                       for w in p.workers if g.index in w.devices)
+            used = sum(
+                w.cuda_context + (w.budget // w.tensor_parallel - w.cuda_context)
+                for w in p.workers
+                if g.index in w.devices
+            )
             assert used <= g.free - int(g.total * GPU_MARGIN_FRACTION), (prof, spec, g.index)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from memoria_cli.client.inputs import read_file
 from memoria_cli.commands.ocr import output_names
-from memoria_cli.errors import InputError
-from memoria_cli.inputs import read_file
-from tests.conftest import run_memoria
+from memoria_cli.core.errors import InputError
+from tests.helpers import run_memoria
 
 
 class Hanging(BaseHTTPRequestHandler):
@@ -56,11 +56,27 @@ def hanging():
 def test_an_interrupted_embed_leaves_nothing_and_does_not_wait_for_its_requests(tmp_path, hanging, sig, code):
     (tmp_path / "in.txt").write_text("".join(f"line {i}\n" for i in range(600)))
     out = tmp_path / "out.jsonl"
-    p = subprocess.Popen([sys.executable, "-m", "memoria_cli", "embed", "-i", str(tmp_path / "in.txt"), "-o",
-                          str(out), "-m", "e", "--base-url", hanging], stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "MEMORIA_HOME": str(tmp_path / "home")},
-                         # a shell's background job inherits SIGINT ignored; a terminal's Ctrl-C is not
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "memoria_cli",
+            "embed",
+            "-i",
+            str(tmp_path / "in.txt"),
+            "-o",
+            str(out),
+            "-m",
+            "e",
+            "--base-url",
+            hanging,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MEMORIA_HOME": str(tmp_path / "home")},
+        # a shell's background job inherits SIGINT ignored; a terminal's Ctrl-C is not
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 20
     while Hanging.posts == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -93,8 +109,14 @@ def test_upload_limit_must_be_a_sane_size(tmp_path, value):
 
 
 def test_ocr_output_names_never_collide():
-    items = [(Path("a/x.png"), None), (Path("b/x.png"), None), (Path("x.pdf"), 1), (Path("x-p1.png"), None),
-             (Path("y.png"), None), (Path("x.pdf"), 2)]
+    items = [
+        (Path("a/x.png"), None),
+        (Path("b/x.png"), None),
+        (Path("x.pdf"), 1),
+        (Path("x-p1.png"), None),
+        (Path("y.png"), None),
+        (Path("x.pdf"), 2),
+    ]
     names = output_names(items, ".txt")
     assert names == ["a_x.png.txt", "b_x.png.txt", "x.pdf-p1.txt", "x-p1.png.txt", "y.txt", "x-p2.txt"]
     deep = output_names([(Path("p/a/x.png"), None), (Path("q/a/x.png"), None)], ".md")
@@ -112,8 +134,18 @@ def test_ocr_refuses_before_any_request_when_an_output_exists(tmp_path, hanging)
         Image.new("RGB", (8, 8)).save(tmp_path / d / "x.png")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "b_x.png.txt").write_text("mine")
-    r = run_memoria("ocr", str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), "-o",
-                    str(tmp_path / "out"), "-m", "v", "--base-url", hanging, timeout=30)
+    r = run_memoria(
+        "ocr",
+        str(tmp_path / "a" / "x.png"),
+        str(tmp_path / "b" / "x.png"),
+        "-o",
+        str(tmp_path / "out"),
+        "-m",
+        "v",
+        "--base-url",
+        hanging,
+        timeout=30,
+    )
     assert r.returncode == 3 and "exists" in r.stderr
     assert (tmp_path / "out" / "b_x.png.txt").read_text() == "mine" and Hanging.posts == 0
 
@@ -136,7 +168,7 @@ def test_huge_pdf_pages_are_rendered_within_the_pixel_cap_one_at_a_time():
     """Three 14,400-point pages declared in a few hundred bytes: 5.7 GB each at 144 dpi, uncapped."""
     import resource
 
-    from memoria_cli.inputs import SEND_PIXELS, pdf_pages
+    from memoria_cli.client.inputs import SEND_PIXELS, pdf_pages
 
     data = pdf_with_pages(*[(14400, 14400)] * 3)
     assert len(data) < 2000
@@ -151,7 +183,7 @@ def test_huge_pdf_pages_are_rendered_within_the_pixel_cap_one_at_a_time():
 
 
 def test_a_page_list_is_checked_against_the_page_count_before_it_is_built():
-    from memoria_cli.inputs import parse_pages, pdf_pages
+    from memoria_cli.client.inputs import parse_pages, pdf_pages
 
     t0 = time.monotonic()
     with pytest.raises(InputError, match=r"page 4 does not exist \(the document has 3\)"):

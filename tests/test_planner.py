@@ -4,23 +4,39 @@ from __future__ import annotations
 
 import pytest
 
-from memoria_cli.errors import PlanError
-from memoria_cli.inventory import Cpu, Gpu, GpuProcess, Inventory, describe
-from memoria_cli.model_facts import read_facts
-from memoria_cli.planner import GPU_MARGIN_FRACTION, _cpu_cores, _waterfill, plan
-from memoria_cli.profile import load_profile, parse_profile
-from memoria_cli.units import GiB
+from memoria_cli.core.errors import PlanError
+from memoria_cli.core.inventory import Cpu, Gpu, GpuProcess, Inventory, describe
+from memoria_cli.core.model_facts import read_facts
+from memoria_cli.core.planner import GPU_MARGIN_FRACTION, _cpu_cores, _waterfill, plan
+from memoria_cli.core.profile import load_profile, parse_profile
+from memoria_cli.core.units import GiB
 
 DEFAULT = load_profile("default")
 FACTS = {m.name: read_facts(m) for m in DEFAULT.models}
 
 
-def one_model(name: str, kind: str, weights: str, layers: int, kv_heads: int = 8, head_dim: int = 128,
-              max_context: int = 32768):
+def one_model(
+    name: str, kind: str, weights: str, layers: int, kv_heads: int = 8, head_dim: int = 128, max_context: int = 32768
+):
     """A one-model profile sized by `facts`, and those facts as the planner reads them."""
-    prof = parse_profile({"models": [{"name": name, "model": f"x/{name}", "kind": kind, "facts": {
-        "weights": weights, "layers": layers, "kv_heads": kv_heads, "head_dim": head_dim,
-        "max_context": max_context}}]})
+    prof = parse_profile(
+        {
+            "models": [
+                {
+                    "name": name,
+                    "model": f"x/{name}",
+                    "kind": kind,
+                    "facts": {
+                        "weights": weights,
+                        "layers": layers,
+                        "kv_heads": kv_heads,
+                        "head_dim": head_dim,
+                        "max_context": max_context,
+                    },
+                }
+            ]
+        }
+    )
     return prof, {m.name: read_facts(m) for m in prof.models}
 
 
@@ -42,9 +58,27 @@ def check_fits(p, inv):
         assert sum(w.gmu * g.total + w.cuda_context for w in on) <= g.free
 
 
-@pytest.mark.parametrize("spec", ["24GiB@8.9", "L4", "A10", "RTX4090", "A100-40GB", "40GiB@8.0", "48GiB@8.9",
-                                  "L40S", "A100", "80GiB@8.0", "H100", "2x24GiB@8.9", "2xA100", "4xH100",
-                                  "4xL4", "T4"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "24GiB@8.9",
+        "L4",
+        "A10",
+        "RTX4090",
+        "A100-40GB",
+        "40GiB@8.0",
+        "48GiB@8.9",
+        "L40S",
+        "A100",
+        "80GiB@8.0",
+        "H100",
+        "2x24GiB@8.9",
+        "2xA100",
+        "4xH100",
+        "4xL4",
+        "T4",
+    ],
+)
 def test_default_profile_fits(spec):
     inv = describe(spec)
     p = plan(DEFAULT, inv, FACTS)
@@ -80,12 +114,18 @@ def test_several_gpus_spread_the_workers():
 
 def test_fp8_kv_cache_halves_the_bytes_per_token_where_the_card_supports_it():
     def chat_of(spec):
-        prof = parse_profile({**DEFAULT.model_dump(exclude={"source"}), "models": [
-            {**m.model_dump(), "kv_cache_dtype": "fp8"} if m.kind == "chat" else m.model_dump()
-            for m in DEFAULT.models]})
-        return plan(prof, describe(spec), FACTS).worker("qwen3-4b-thinking-fp8"), plan(DEFAULT, describe(spec),
-                                                                                       FACTS).worker(
-            "qwen3-4b-thinking-fp8")
+        prof = parse_profile(
+            {
+                **DEFAULT.model_dump(exclude={"source"}),
+                "models": [
+                    {**m.model_dump(), "kv_cache_dtype": "fp8"} if m.kind == "chat" else m.model_dump()
+                    for m in DEFAULT.models
+                ],
+            }
+        )
+        return plan(prof, describe(spec), FACTS).worker("qwen3-4b-thinking-fp8"), plan(
+            DEFAULT, describe(spec), FACTS
+        ).worker("qwen3-4b-thinking-fp8")
 
     fp8, bf16 = chat_of("L4")
     assert fp8.kv_cache_dtype == "fp8" and fp8.kv_per_token * 2 == bf16.kv_per_token
@@ -111,11 +151,20 @@ def apply_fix(fix: str, profile):
     return parse_profile({**profile.model_dump(exclude={"source"}), "models": models})
 
 
-@pytest.mark.parametrize(("spec", "expected"), [
-    ("12GiB@8.9", ["drop hunyuan-ocr", "drop qwen3-4b-thinking-fp8", "use a bigger GPU"]),
-    ("8GiB@8.9", ["drop qwen3-embedding-0.6b and qwen3-4b-thinking-fp8",
-                  "drop whisper-large-v3-turbo and qwen3-4b-thinking-fp8", "use a bigger GPU"]),
-])
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("12GiB@8.9", ["drop hunyuan-ocr", "drop qwen3-4b-thinking-fp8", "use a bigger GPU"]),
+        (
+            "8GiB@8.9",
+            [
+                "drop qwen3-embedding-0.6b and qwen3-4b-thinking-fp8",
+                "drop whisper-large-v3-turbo and qwen3-4b-thinking-fp8",
+                "use a bigger GPU",
+            ],
+        ),
+    ],
+)
 def test_refusals_name_changes_that_fit(spec, expected):
     """Every suggested change is one that fits when tried; the smallest first."""
     with pytest.raises(PlanError) as e:
@@ -129,8 +178,14 @@ def test_refusals_name_changes_that_fit(spec, expected):
 
 
 def test_a_small_deficit_is_met_by_a_lower_context_floor_or_fp8_kv():
-    prof = parse_profile({**DEFAULT.model_dump(exclude={"source"}), "models": [
-        {**m.model_dump(), "min_context": 32768} if m.kind == "chat" else m.model_dump() for m in DEFAULT.models]})
+    prof = parse_profile(
+        {
+            **DEFAULT.model_dump(exclude={"source"}),
+            "models": [
+                {**m.model_dump(), "min_context": 32768} if m.kind == "chat" else m.model_dump() for m in DEFAULT.models
+            ],
+        }
+    )
     with pytest.raises(PlanError) as e:
         plan(prof, describe("17GiB@8.9"), FACTS)
     fixes = e.value.hint.split(", or ")
@@ -171,10 +226,19 @@ def test_model_bigger_than_one_gpu_gets_tensor_parallelism():
 
 def test_cpu_plan_splits_cores_and_caps_ram():
     inv = Inventory(cpu=Cpu(total=24 * GiB, available=22 * GiB, cores=2))
-    prof = parse_profile({"models": [
-        {"name": n, "model": f"x/{n}", "kind": k,
-         "facts": {"weights": "100MiB", "layers": 2, "kv_heads": 2, "head_dim": 32, "max_context": 1024}}
-        for n, k in (("a", "embedding"), ("b", "chat"), ("c", "vision"))]})
+    prof = parse_profile(
+        {
+            "models": [
+                {
+                    "name": n,
+                    "model": f"x/{n}",
+                    "kind": k,
+                    "facts": {"weights": "100MiB", "layers": 2, "kv_heads": 2, "head_dim": 32, "max_context": 1024},
+                }
+                for n, k in (("a", "embedding"), ("b", "chat"), ("c", "vision"))
+            ]
+        }
+    )
     facts = {m.name: read_facts(m) for m in prof.models}
     p = plan(prof, inv, facts)
     assert [w.cpu_cores for w in p.workers] == ["0", "1", "0"]
@@ -194,7 +258,7 @@ def test_waterfill_and_cores():
 def test_described_gpus_parse():
     assert len(describe("4xH100").gpus) == 4
     assert describe("48GiB@8.9").gpus[0].capability == (8, 9)
-    from memoria_cli.errors import InputError
+    from memoria_cli.core.errors import InputError
 
     with pytest.raises(InputError):
         describe("lots")

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from memoria_cli.errors import InputError
-from memoria_cli.profile import load_profile, parse_profile, shipped_profiles
+from memoria_cli.core.errors import InputError
+from memoria_cli.core.profile import load_profile, parse_profile, shipped_profiles
 
 
 def test_every_shipped_profile_loads():
@@ -28,8 +28,10 @@ def test_default_profile_is_the_seed_stack():
 
 def test_unknown_key_is_named_with_its_path(tmp_path):
     p = tmp_path / "bad.yaml"
-    p.write_text("models:\n  - name: a\n    model: x/y\n    kind: chat\n  - name: b\n    model: x/z\n"
-                 "    kind: chat\n    contxt: 5\n")
+    p.write_text(
+        "models:\n  - name: a\n    model: x/y\n    kind: chat\n  - name: b\n    model: x/z\n"
+        "    kind: chat\n    contxt: 5\n"
+    )
     with pytest.raises(InputError) as e:
         load_profile(str(p))
     assert "models[1].contxt: unknown key" in e.value.line()
@@ -37,8 +39,14 @@ def test_unknown_key_is_named_with_its_path(tmp_path):
 
 def test_duplicate_names_and_aliases_refused():
     with pytest.raises(InputError, match="used twice"):
-        parse_profile({"models": [{"name": "a", "model": "x/y", "kind": "chat", "aliases": ["b"]},
-                                  {"name": "b", "model": "x/z", "kind": "embedding"}]})
+        parse_profile(
+            {
+                "models": [
+                    {"name": "a", "model": "x/y", "kind": "chat", "aliases": ["b"]},
+                    {"name": "b", "model": "x/z", "kind": "embedding"},
+                ]
+            }
+        )
 
 
 def test_bad_kind_and_bad_yaml(tmp_path):
@@ -64,8 +72,8 @@ def test_unknown_profile_name_lists_known_ones():
 
 
 def test_memorias_own_process_names_are_reserved():
-    from memoria_cli.profile import RESERVED_NAMES
-    from memoria_cli.worker_spec import PROXY
+    from memoria_cli.core.profile import RESERVED_NAMES
+    from memoria_cli.core.worker_spec import PROXY
 
     assert PROXY in RESERVED_NAMES and "supervisor" in RESERVED_NAMES
     for name in RESERVED_NAMES:

@@ -8,14 +8,15 @@ import subprocess
 import pytest
 import yaml
 
-from memoria_cli.errors import PreflightError
-from memoria_cli.inventory import describe
-from memoria_cli.model_facts import read_facts
-from memoria_cli.planner import plan
-from memoria_cli.profile import load_profile
-from memoria_cli.proxy_config import auth_env, render, write_config
-from memoria_cli.runtimes import Runtimes
-from tests.conftest import DEFAULT_RUNTIMES
+from memoria_cli.core.errors import PreflightError
+from memoria_cli.core.inventory import describe
+from memoria_cli.core.model_facts import read_facts
+from memoria_cli.core.planner import plan
+from memoria_cli.core.profile import load_profile
+from memoria_cli.core.proxy_config import auth_env, render
+from memoria_cli.run.runtimes import Runtimes
+from memoria_cli.run.stack import write_proxy_files
+from tests.helpers import DEFAULT_RUNTIMES
 
 DEFAULT = load_profile("default")
 
@@ -30,8 +31,12 @@ def test_one_deployment_per_worker_and_every_alias():
     names = [m["model_name"] for m in cfg["model_list"]]
     assert names == [m.name for m in DEFAULT.models]
     modes = {m["model_name"]: m["model_info"]["mode"] for m in cfg["model_list"]}
-    assert modes == {"qwen3-embedding-0.6b": "embedding", "qwen3-4b-thinking-fp8": "chat", "hunyuan-ocr": "chat",
-                     "whisper-large-v3-turbo": "audio_transcription"}
+    assert modes == {
+        "qwen3-embedding-0.6b": "embedding",
+        "qwen3-4b-thinking-fp8": "chat",
+        "hunyuan-ocr": "chat",
+        "whisper-large-v3-turbo": "audio_transcription",
+    }
     aliases = cfg["router_settings"]["model_group_alias"]
     assert aliases["Qwen/Qwen3-4B-Thinking-2507-FP8"] == "qwen3-4b-thinking-fp8"
     assert aliases["tencent/HunyuanOCR"] == "hunyuan-ocr"
@@ -54,16 +59,27 @@ def test_auth_from_environment_and_loopback_rule():
 
 @pytest.mark.parametrize("auth", [False, True])
 def test_litellm_accepts_the_config(tmp_path, auth):
-    exe = Runtimes(DEFAULT_RUNTIMES).litellm
+    exe = Runtimes(DEFAULT_RUNTIMES).litellm.with_name("litellm")
     if not exe.exists():
         pytest.fail(f"LiteLLM runtime missing at {exe}: run `memoria setup`")
     path = tmp_path / "litellm.yaml"
-    write_config(path, default_config(auth))
+    write_proxy_files(path, default_config(auth))
     assert yaml.safe_load(path.read_text())["model_list"]
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY_DISABLED": "true",
-           "LITELLM_MASTER_KEY": "sk-test-key-abcdef", "LITELLM_MODE": "PRODUCTION"}
-    proc = subprocess.run([str(exe), "--config", str(path), "--validate_config"], capture_output=True, text=True,
-                          env=env, timeout=300, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_TELEMETRY_DISABLED": "true",
+        "LITELLM_MASTER_KEY": "sk-test-key-abcdef",
+        "LITELLM_MODE": "PRODUCTION",
+    }
+    proc = subprocess.run(
+        [str(exe), "--config", str(path), "--validate_config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "valid" in out.lower(), out[-3000:]

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from memoria_cli import proxy_fastpath as fp
+from memoria_cli.plugins import proxy_fastpath as fp
 
 
 class Router:
@@ -22,13 +22,28 @@ class Router:
         return [d for d in self.model_list if d["model_name"] == name]
 
 
-ROUTER = Router([
-    {"model_name": "embed", "litellm_params": {"model": "hosted_vllm/embed", "api_base": "http://127.0.0.1:8301/v1/",
-                                               "api_key": "none"}},
-    {"model_name": "chat", "litellm_params": {"model": "hosted_vllm/chat-upstream",
-                                              "api_base": "http://127.0.0.1:8302/v1", "api_key": "sk-up"}},
-    {"model_name": "cloud", "litellm_params": {"model": "anthropic/claude", "api_key": "x"}},
-], {"Org/Embed-HF": "embed"})
+ROUTER = Router(
+    [
+        {
+            "model_name": "embed",
+            "litellm_params": {
+                "model": "hosted_vllm/embed",
+                "api_base": "http://127.0.0.1:8301/v1/",
+                "api_key": "none",
+            },
+        },
+        {
+            "model_name": "chat",
+            "litellm_params": {
+                "model": "hosted_vllm/chat-upstream",
+                "api_base": "http://127.0.0.1:8302/v1",
+                "api_key": "sk-up",
+            },
+        },
+        {"model_name": "cloud", "litellm_params": {"model": "anthropic/claude", "api_key": "x"}},
+    ],
+    {"Org/Embed-HF": "embed"},
+)
 
 
 def test_embeddings_by_name_go_to_the_worker_byte_for_byte():
@@ -47,15 +62,18 @@ def test_an_alias_is_resolved_by_the_router_and_the_model_renamed_upstream():
     assert t.chat and json.loads(t.body) == {"model": "chat-upstream", "messages": [], "stream": True}
 
 
-@pytest.mark.parametrize(("path", "raw"), [
-    ("/v1/embeddings", b'{"model": "nope", "input": "x"}'),  # unknown: LiteLLM words the 400
-    ("/v1/chat/completions", b'{"model": "cloud", "messages": []}'),  # not a vLLM deployment
-    ("/v1/embeddings", b"not json"),
-    ("/v1/embeddings", b'["a list"]'),
-    ("/v1/embeddings", b'{"input": "no model"}'),
-    ("/v1/chat/completions", b'{"model": "chat", "messages": [], "mock_response": "hi"}'),  # LiteLLM-only
-    ("/v1/completions", b'{"model": "chat", "prompt": "x"}'),  # not a fast route
-])
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        ("/v1/embeddings", b'{"model": "nope", "input": "x"}'),  # unknown: LiteLLM words the 400
+        ("/v1/chat/completions", b'{"model": "cloud", "messages": []}'),  # not a vLLM deployment
+        ("/v1/embeddings", b"not json"),
+        ("/v1/embeddings", b'["a list"]'),
+        ("/v1/embeddings", b'{"input": "no model"}'),
+        ("/v1/chat/completions", b'{"model": "chat", "messages": [], "mock_response": "hi"}'),  # LiteLLM-only
+        ("/v1/completions", b'{"model": "chat", "prompt": "x"}'),  # not a fast route
+    ],
+)
 def test_everything_else_is_left_to_litellm(path, raw):
     assert fp.plan_request(path, raw, ROUTER) is None
     assert fp.plan_request("/v1/embeddings", b'{"model": "embed", "input": "x"}', None) is None  # not loaded yet
@@ -75,16 +93,25 @@ def event(delta: dict) -> bytes:
 
 
 def test_stream_deltas_are_renamed_even_when_events_arrive_in_pieces():
-    stream = (event({"role": "assistant", "content": ""}) + event({"reasoning": " hm"}) + event({"reasoning": "m"})
-              + event({"content": " Hello"}) + b"data: [DONE]\n\n")
+    stream = (
+        event({"role": "assistant", "content": ""})
+        + event({"reasoning": " hm"})
+        + event({"reasoning": "m"})
+        + event({"content": " Hello"})
+        + b"data: [DONE]\n\n"
+    )
     for size in (1, 7, 64, len(stream)):
         r = fp.SseRenamer()
-        out = b"".join(r.feed(stream[i:i + size]) for i in range(0, len(stream), size)) + r.flush()
+        out = b"".join(r.feed(stream[i : i + size]) for i in range(0, len(stream), size)) + r.flush()
         events = [e for e in out.split(b"\n\n") if e]
         assert events[-1] == b"data: [DONE]" and len(events) == 5
         deltas = [json.loads(e[6:])["choices"][0]["delta"] for e in events[:-1]]
-        assert deltas == [{"role": "assistant", "content": ""}, {"reasoning_content": " hm"},
-                          {"reasoning_content": "m"}, {"content": " Hello"}]
+        assert deltas == [
+            {"role": "assistant", "content": ""},
+            {"reasoning_content": " hm"},
+            {"reasoning_content": "m"},
+            {"content": " Hello"},
+        ]
 
 
 def test_an_event_without_reasoning_passes_as_it_came():
@@ -101,8 +128,11 @@ def test_a_stream_cut_short_ends_with_an_error_event_the_sdk_raises():
 
 def test_replay_gives_the_body_once_then_the_clients_messages():
     async def go() -> list[dict]:
-        queue = [{"type": "http.request", "body": b"a", "more_body": True},
-                 {"type": "http.request", "body": b"b", "more_body": False}, {"type": "http.disconnect"}]
+        queue = [
+            {"type": "http.request", "body": b"a", "more_body": True},
+            {"type": "http.request", "body": b"b", "more_body": False},
+            {"type": "http.disconnect"},
+        ]
 
         async def receive() -> dict:
             return queue.pop(0)
@@ -111,8 +141,10 @@ def test_replay_gives_the_body_once_then_the_clients_messages():
         again = fp.replay(body, receive)
         return [await again(), await again()]
 
-    assert asyncio.run(go()) == [{"type": "http.request", "body": b"ab", "more_body": False},
-                                 {"type": "http.disconnect"}]
+    assert asyncio.run(go()) == [
+        {"type": "http.request", "body": b"ab", "more_body": False},
+        {"type": "http.disconnect"},
+    ]
 
 
 def test_off_switch():
@@ -169,9 +201,11 @@ def test_a_chunked_body_is_counted_as_it_arrives():
     inner = Echo()
     limited = fp.BodyLimit(inner, 1000)
     sent = []
-    queue = [{"type": "http.request", "body": b"x" * 600, "more_body": True},
-             {"type": "http.request", "body": b"x" * 600, "more_body": True},
-             {"type": "http.request", "body": b"x" * 600, "more_body": False}]
+    queue = [
+        {"type": "http.request", "body": b"x" * 600, "more_body": True},
+        {"type": "http.request", "body": b"x" * 600, "more_body": True},
+        {"type": "http.request", "body": b"x" * 600, "more_body": False},
+    ]
 
     async def receive():
         return queue.pop(0) if queue else {"type": "http.disconnect"}
@@ -193,18 +227,21 @@ def test_bodies_within_the_limit_pass_untouched():
     assert fp.body_limit({fp.BODY_LIMIT_ENV: "2048"}) == 2048 and fp.body_limit({}) == fp.DEFAULT_BODY_LIMIT
 
 
-@pytest.mark.parametrize(("loopback_only", "host", "origin", "status"), [
-    (True, b"127.0.0.1:8200", None, 200),
-    (True, b"localhost:8200", None, 200),
-    (True, b"[::1]:8200", None, 200),
-    (True, b"rebind.example:8200", None, 403),  # DNS rebinding: a page's own name, resolved to 127.0.0.1
-    (True, None, None, 403),
-    (True, b"127.0.0.1:8200", b"http://evil.example", 403),  # a web page the user visits
-    (True, b"127.0.0.1:8200", b"http://127.0.0.1:8200", 200),  # the proxy's own origin
-    (True, b"127.0.0.1:8200", b"http://localhost:3000", 200),  # listed in proxy.allowed_origins
-    (False, b"memoria.lan:8200", None, 200),  # with a key: any name clients use
-    (False, b"memoria.lan:8200", b"http://evil.example", 403),
-])
+@pytest.mark.parametrize(
+    ("loopback_only", "host", "origin", "status"),
+    [
+        (True, b"127.0.0.1:8200", None, 200),
+        (True, b"localhost:8200", None, 200),
+        (True, b"[::1]:8200", None, 200),
+        (True, b"rebind.example:8200", None, 403),  # DNS rebinding: a page's own name, resolved to 127.0.0.1
+        (True, None, None, 403),
+        (True, b"127.0.0.1:8200", b"http://evil.example", 403),  # a web page the user visits
+        (True, b"127.0.0.1:8200", b"http://127.0.0.1:8200", 200),  # the proxy's own origin
+        (True, b"127.0.0.1:8200", b"http://localhost:3000", 200),  # listed in proxy.allowed_origins
+        (False, b"memoria.lan:8200", None, 200),  # with a key: any name clients use
+        (False, b"memoria.lan:8200", b"http://evil.example", 403),
+    ],
+)
 def test_the_guard_refuses_what_a_web_page_could_send(loopback_only, host, origin, status):
     inner = Echo()
     guard = fp.RequestGuard(inner, loopback_only, ["http://localhost:3000/"], 8200)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from memoria_cli.runtimes import FORBIDDEN_LITELLM, LITELLM_PIN, _done, apply_cpu_fixes, vllm_requirements
+from memoria_cli.run.runtimes import FORBIDDEN_LITELLM, LITELLM_PIN, _done, apply_cpu_fixes, vllm_requirements
 
-META = '''import torch
+META = """import torch
 import torchvision
 
 
@@ -16,7 +16,7 @@ def meta_nms(dets, scores, iou_threshold):
 @torch.library.register_fake("torchvision::qnms")
 def meta_qnms(dets, scores, iou_threshold):
     pass
-'''
+"""
 
 
 def test_cpu_fixes_are_applied_once(tmp_path):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
-from memoria_cli.probes import progress_total
-from memoria_cli.supervisor import Policy, Progress, S, Supervisor, classify
-from memoria_cli.worker_spec import PROXY, ProcessSpec
+from memoria_cli.core.worker_spec import PROXY, ProcessSpec
+from memoria_cli.run.probes import progress_total
+from memoria_cli.run.supervisor import Policy, Progress, S, Supervisor, classify
 
 
 class FakeHandle:
@@ -64,14 +64,22 @@ class Clock:
 
 
 def spec(name, devices=(), role="worker"):
-    return ProcessSpec(name=name, argv=("x",), env={}, port=1, ready_path="/h", live_path="/h", devices=devices,
-                       role=role)
+    return ProcessSpec(
+        name=name, argv=("x",), env={}, port=1, ready_path="/h", live_path="/h", devices=devices, role=role
+    )
 
 
 def make(workers=("a", "b"), devices=((), ()), policy=Policy(jitter=0.0)):
     sp, pr, clk = FakeSpawner(), FakeProber(), Clock()
-    sup = Supervisor([spec(n, d) for n, d in zip(workers, devices, strict=True)], spec(PROXY, role="proxy"), sp,
-                     pr, clk, policy, rng=random.Random(0))
+    sup = Supervisor(
+        [spec(n, d) for n, d in zip(workers, devices, strict=True)],
+        spec(PROXY, role="proxy"),
+        sp,
+        pr,
+        clk,
+        policy,
+        rng=random.Random(0),
+    )
     return sup, sp, pr, clk
 
 
@@ -152,8 +160,10 @@ def test_fatal_after_three_failed_starts_and_restart_recovers():
 def test_non_retryable_error_goes_straight_to_fatal():
     sup, sp, pr, clk = make(("a",), ((),))
     sup.tick()
-    sp.log["a"] = ["ValueError: Free memory on device (3.1/23.6 GiB) on startup is less than desired GPU memory "
-                   "utilization (0.4, 9.4 GiB)."]
+    sp.log["a"] = [
+        "ValueError: Free memory on device (3.1/23.6 GiB) on startup is less than desired GPU memory "
+        "utilization (0.4, 9.4 GiB)."
+    ]
     sp.handles["a"].rc = 1
     sup.tick()
     p = sup.get("a")
@@ -164,13 +174,19 @@ def test_classify():
     assert classify(["OSError: /m does not appear to have a file named config.json"]).startswith("model not found")
     assert classify(["RuntimeError: Engine core initialization failed"]) is None
     # vLLM 0.32's refusals at start-up, as kv_cache_utils.py and v1/worker/utils.py word them
-    kv = ("ValueError: To serve at least one request with the model's max seq len (32768), (4.5 GiB KV cache is "
-          "needed, which is larger than the available KV cache memory (3.2 GiB). Based on the available memory, "
-          "the estimated maximum model length is 23296. Try increasing `gpu_memory_utilization`")
-    assert classify([kv]) == ("vLLM measured more memory than planned and its KV cache holds at most 23296 tokens: "
-                              "set the model's `context:` to 23296 or less")
-    free = ("ValueError: Free memory on device cuda:0 (9.1/22.5 GiB) on startup is less than desired GPU memory "
-            "utilization (0.4629, 10.4 GiB).")
+    kv = (
+        "ValueError: To serve at least one request with the model's max seq len (32768), (4.5 GiB KV cache is "
+        "needed, which is larger than the available KV cache memory (3.2 GiB). Based on the available memory, "
+        "the estimated maximum model length is 23296. Try increasing `gpu_memory_utilization`"
+    )
+    assert classify([kv]) == (
+        "vLLM measured more memory than planned and its KV cache holds at most 23296 tokens: "
+        "set the model's `context:` to 23296 or less"
+    )
+    free = (
+        "ValueError: Free memory on device cuda:0 (9.1/22.5 GiB) on startup is less than desired GPU memory "
+        "utilization (0.4629, 10.4 GiB)."
+    )
     assert classify([free]).startswith("not enough free GPU memory at its start: another process holds some")
 
 

@@ -7,8 +7,8 @@ import asyncio
 import json
 import re
 
-from memoria_cli import litellm_hooks as hooks
-from memoria_cli.transcripts import one_cue_verbose, with_form_field
+from memoria_cli.plugins import litellm_hooks as hooks
+from memoria_cli.plugins.transcripts import one_cue_verbose, with_form_field
 
 BOUNDARY = "memoria-test-boundary"
 
@@ -16,7 +16,7 @@ BOUNDARY = "memoria-test-boundary"
 def form(**fields: str) -> bytes:
     out = b""
     for k, v in fields.items():
-        out += (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").encode()
+        out += (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n').encode()
     return out + f"--{BOUNDARY}--\r\n".encode()
 
 
@@ -42,8 +42,13 @@ class Route:
         else:
             status, body = 200, {"text": " the quick brown fox ", "usage": {"type": "duration", "seconds": 3}}
         raw = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"999")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"999")],
+            }
+        )
         await send({"type": "http.response.body", "body": raw})
 
 
@@ -51,8 +56,10 @@ def call(fmt: str) -> tuple[int, dict, bytes, list[str]]:
     route = Route()
     app = hooks.wrap_route(route)
     body = form(model="whisper", response_format=fmt)
-    queue = [{"type": "http.request", "body": body[:40], "more_body": True},
-             {"type": "http.request", "body": body[40:], "more_body": False}]
+    queue = [
+        {"type": "http.request", "body": body[:40], "more_body": True},
+        {"type": "http.request", "body": body[40:], "more_body": False},
+    ]
     sent: list[dict] = []
 
     async def receive():
@@ -61,8 +68,12 @@ def call(fmt: str) -> tuple[int, dict, bytes, list[str]]:
     async def send(m):
         sent.append(m)
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/audio/transcriptions",
-             "headers": [(b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode())]}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/audio/transcriptions",
+        "headers": [(b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode())],
+    }
     asyncio.run(app(scope, receive, send))
     headers = dict(sent[0]["headers"])
     assert int(headers[b"content-length"]) == len(sent[1]["body"])  # the worker's own length is not passed on

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from memoria_cli.daemon import write_vllm_site
-from memoria_cli.runtimes import Runtimes
-from memoria_cli.vllm_hooks import PAUSE_ENV
-from tests.conftest import DEFAULT_RUNTIMES
+from memoria_cli.plugins.vllm_hooks import PAUSE_ENV
+from memoria_cli.run.runtimes import Runtimes
+from memoria_cli.run.stack import write_vllm_site
+from tests.helpers import DEFAULT_RUNTIMES
 
 PROBE = """
 import time, vllm.distributed.device_communicators.shm_broadcast as s, vllm.distributed.utils as u

@@ -18,18 +18,29 @@ def test_every_package_is_listed():
 
 
 def test_the_built_wheel_has_its_profiles_and_loads_them(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
-                    str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     wheel = next(tmp_path.glob("memoria-*.whl"))
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         z.extractall(tmp_path / "site")
     shipped = {p.name for p in (ROOT / "profiles").glob("*.yaml")}
     assert {f"memoria_cli/profiles/{n}" for n in shipped} <= names
-    code = ("import memoria_cli, memoria_cli.profile as p; print(memoria_cli.__file__); "
-            "print(sorted(x.stem for x in p.shipped_profiles())); p.load_profile('default')")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                       env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
+    code = (
+        "import memoria_cli, memoria_cli.core.profile as p; print(memoria_cli.__file__); "
+        "print(sorted(x.stem for x in p.shipped_profiles())); p.load_profile('default')"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"},
+    )
     assert r.returncode == 0, r.stderr
     where, profiles = r.stdout.splitlines()
     assert where.startswith(str(tmp_path / "site"))  # the wheel's copy, not the checkout's

@@ -10,9 +10,10 @@ from types import SimpleNamespace
 import psutil
 
 from memoria_cli.commands.status import worker_memory
-from memoria_cli.inventory import probe_gpus
-from memoria_cli.units import GiB, MiB
-from memoria_cli.vllm_report import StartupReport, warnings
+from memoria_cli.core.inventory import probe_gpus
+from memoria_cli.core.units import GiB, MiB
+from memoria_cli.run.vllm_report import StartupReport, warnings
+from tests.helpers import run_state, worker_plan
 
 
 class FakeNvml:
@@ -49,17 +50,19 @@ def test_nvml_figures_are_summed_over_the_workers_process_tree(monkeypatch):
         me = psutil.Process()
         gpus = probe_gpus(FakeNvml([(os.getpid(), 600 * MiB), (child.pid, 11 * GiB), (1, 5 * GiB)]))
         assert [p.used for p in gpus[0].processes] == [600 * MiB, 11 * GiB, 5 * GiB]
-        state = {"engine": "cuda", "processes": {
-            "chat": {"pid": me.pid, "create_time": me.create_time(), "devices": [0]},
-            "gone": {"pid": child.pid, "create_time": 1.0, "devices": [0]},  # a recycled pid: not ours
-        }}
+        state = run_state(
+            engine="cuda",
+            processes={
+                "chat": {"pid": me.pid, "create_time": me.create_time(), "devices": [0]},
+                "gone": {"pid": child.pid, "create_time": 1.0, "devices": [0]},  # a recycled pid: not ours
+            },
+        )
         used = worker_memory(state, gpus)
         assert used == {"chat": 600 * MiB + 11 * GiB}  # pid 1 is someone else's
-        plan = {"name": "chat", "gmu": 0.4629, "devices": [0], "cuda_context": 512 * MiB, "kv_bytes": 6 * GiB,
-                "kv_tokens": 0, "tensor_parallel": 1}
+        plan = worker_plan(gmu=0.4629, devices=(0,), cuda_context=512 * MiB, kv_bytes=6 * GiB)
         assert warnings(plan, StartupReport(), used["chat"], {0: 23034 * MiB}) == [
-            "chat holds 11.6 GiB of GPU memory, over its budget of 10.9 GiB: it takes memory planned for its "
-            "neighbours"]
+            "chat holds 11.6 GiB of GPU memory, over its budget of 10.9 GiB: it takes memory planned for its neighbours"
+        ]
     finally:
         child.kill()
         child.wait()
@@ -67,5 +70,5 @@ def test_nvml_figures_are_summed_over_the_workers_process_tree(monkeypatch):
 
 def test_cpu_engine_reports_resident_memory():
     me = psutil.Process()
-    used = worker_memory({"engine": "cpu", "processes": {"w": {"pid": me.pid, "create_time": me.create_time()}}})
+    used = worker_memory(run_state(processes={"w": {"pid": me.pid, "create_time": me.create_time()}}))
     assert used["w"] >= me.memory_info().rss * 0.5

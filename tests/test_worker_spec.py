@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from memoria_cli.inventory import describe
-from memoria_cli.model_facts import read_facts
-from memoria_cli.planner import plan
-from memoria_cli.profile import load_profile, parse_profile
-from memoria_cli.runtimes import Runtimes
-from memoria_cli.vllm_hooks import PAUSE_ENV
-from memoria_cli.worker_spec import MARKER_ENV, worker_spec
-from tests.conftest import DEFAULT_RUNTIMES, TOOLS
+from memoria_cli.core.inventory import describe
+from memoria_cli.core.model_facts import read_facts
+from memoria_cli.core.planner import plan
+from memoria_cli.core.profile import load_profile, parse_profile
+from memoria_cli.core.worker_spec import MARKER_ENV, worker_spec
+from memoria_cli.plugins.vllm_hooks import PAUSE_ENV
+from memoria_cli.run.runtimes import Runtimes
+from tests.helpers import DEFAULT_RUNTIMES, TOOLS
 
 DEFAULT = load_profile("default")
 
@@ -23,8 +23,10 @@ DEFAULT = load_profile("default")
 def specs(profile, inv):
     facts = {m.name: read_facts(m) for m in profile.models}
     p = plan(profile, inv, facts)
-    return p, [worker_spec(w, profile.model(w.name), "vllm", Path("/tmp/x.log"), "abc", Path("/tmp/c"), Path("/tmp/s"))
-               for w in p.workers]
+    return p, [
+        worker_spec(w, profile.model(w.name), "vllm", Path("/tmp/x.log"), "abc", Path("/tmp/c"), Path("/tmp/s"))
+        for w in p.workers
+    ]
 
 
 def flag(argv, name):
@@ -52,17 +54,34 @@ def test_default_profile_on_l4_argv():
 
 
 def test_tensor_parallel_and_cpu_flags(tmp_path):
-    big = parse_profile({"models": [{"name": "big", "model": "x/big", "kind": "chat", "trust_remote_code": True,
-                                     "facts": {"weights": "60GiB", "layers": 64, "kv_heads": 8, "head_dim": 128,
-                                               "max_context": 32768}}]})
+    big = parse_profile(
+        {
+            "models": [
+                {
+                    "name": "big",
+                    "model": "x/big",
+                    "kind": "chat",
+                    "trust_remote_code": True,
+                    "facts": {"weights": "60GiB", "layers": 64, "kv_heads": 8, "head_dim": 128, "max_context": 32768},
+                }
+            ]
+        }
+    )
     _, [s] = specs(big, describe("2x48GiB"))
     assert flag(list(s.argv), "--tensor-parallel-size") == "2" and s.env["CUDA_VISIBLE_DEVICES"] == "0,1"
     assert "--trust-remote-code" in s.argv  # only because the profile asks
-    from memoria_cli.inventory import Cpu, Inventory
+    from memoria_cli.core.inventory import Cpu, Inventory
 
-    _, [c] = specs(big.model_copy(update={"models": [big.models[0].model_copy(update={
-        "facts": big.models[0].facts.model_copy(update={"weights": 1000})})]}),
-        Inventory(cpu=Cpu(total=24 << 30, available=20 << 30, cores=2)))
+    _, [c] = specs(
+        big.model_copy(
+            update={
+                "models": [
+                    big.models[0].model_copy(update={"facts": big.models[0].facts.model_copy(update={"weights": 1000})})
+                ]
+            }
+        ),
+        Inventory(cpu=Cpu(total=24 << 30, available=20 << 30, cores=2)),
+    )
     assert "--gpu-memory-utilization" not in c.argv and "--enforce-eager" in c.argv
     assert c.env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1" and "VLLM_CPU_KVCACHE_SPACE" in c.remove_env
     assert c.env["PYTHONPATH"] == "/tmp/s" and int(c.env[PAUSE_ENV]) > 0  # vllm_hooks.py: pause, not spin
@@ -72,8 +91,9 @@ def vllm_parse(argvs: list[list[str]]) -> list[dict]:
     py = Runtimes(DEFAULT_RUNTIMES).python_of(Runtimes(DEFAULT_RUNTIMES).vllm)
     if not py.exists():
         pytest.fail(f"vLLM runtime missing at {py}: run `memoria setup` (the test script does)")
-    proc = subprocess.run([str(py), str(TOOLS / "vllm_parse.py")], input=json.dumps(argvs), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [str(py), str(TOOLS / "vllm_parse.py")], input=json.dumps(argvs), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -83,7 +103,7 @@ def test_every_generated_argv_passes_vllms_own_parser():
     for gpus in ("L4", "H100", "2xA100", "cpu"):
         inv = describe(gpus) if gpus != "cpu" else None
         if inv is None:
-            from memoria_cli.inventory import Cpu, Inventory
+            from memoria_cli.core.inventory import Cpu, Inventory
 
             inv = Inventory(cpu=Cpu(total=64 << 30, available=60 << 30, cores=8))
         p, ss = specs(DEFAULT, inv)

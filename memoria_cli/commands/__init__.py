@@ -25,7 +25,22 @@ def register(app: typer.Typer) -> None:
         up,
     )
 
-    for module in (up, down, status, logs, restart, plan, pull, gpus, profiles, setup,  # the service
-                   models, chat, embed, ocr, transcribe,  # the clients
-                   supervise):
+    for module in (
+        up,
+        down,
+        status,
+        logs,
+        restart,
+        plan,
+        pull,
+        gpus,
+        profiles,
+        setup,  # the service
+        models,
+        chat,
+        embed,
+        ocr,
+        transcribe,  # the clients
+        supervise,
+    ):
         module.register(app)

@@ -21,11 +21,13 @@ def down_cmd(
     In-flight requests get the workers' shutdown grace. Safe to run when nothing runs.
     Example: `memoria down`.
     """
-    from memoria_cli import processes
-    from memoria_cli.console import err, say
-    from memoria_cli.daemon import lock_holder
-    from memoria_cli.home import Home
-    from memoria_cli.state import read_state, supervisor_alive, write_state
+    from dataclasses import replace
+
+    from memoria_cli.cli.console import err, say
+    from memoria_cli.run import processes
+    from memoria_cli.run.home import Home
+    from memoria_cli.run.lock import lock_holder
+    from memoria_cli.run.state import read_state, supervisor_alive, write_state
 
     home = Home.from_env()
     state, note = read_state(home.state_file)
@@ -33,7 +35,7 @@ def down_cmd(
         say(f"memoria: {note}")
     # The supervisor is found by state.json, or by the lock it holds when state.json is corrupt or gone:
     # a live supervisor left running would start every worker again within seconds.
-    pid = state["supervisor"]["pid"] if state and supervisor_alive(state) else lock_holder(home)
+    pid = state.supervisor.pid if state and supervisor_alive(state) else lock_holder(home)
     if pid:
         try:
             os.kill(pid, signal.SIGTERM)
@@ -47,6 +49,7 @@ def down_cmd(
         if lock_holder(home) == pid:
             say(f"memoria: the supervisor did not stop within {timeout:.0f} s: killing it")
             os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid, 10.0)  # it lets go of the lock just before it exits: `down` returns once it has
     left = processes.sweep(home.marker)
     if left:
         say(f"memoria: stopped {len(left)} leftover process(es)")
@@ -55,14 +58,27 @@ def down_cmd(
         return
     if state is not None:
         state, _ = read_state(home.state_file)
-        if state and state.get("phase") not in ("stopped", "failed"):
-            state["phase"] = "stopped"
-            for p in state.get("processes", {}).values():
-                p["state"] = "stopped"
-            write_state(home.state_file, state)
-    ports = [p["port"] for p in (state or {}).get("processes", {}).values()]
+        if state and not state.ended:
+            for p in state.processes.values():
+                p.state = "stopped"
+            write_state(home.state_file, replace(state, phase="stopped"))
+    ports = [p.port for p in state.processes.values()] if state else []
     busy = [f"{port} ({owner})" for port in ports if (owner := processes.port_owner(port))]
     if busy:
         say(f"memoria: stopped, but these ports are still taken: {', '.join(busy)}")
     else:
         say("stopped" + (f"; ports {', '.join(map(str, sorted(ports)))} are free" if ports else ""))
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    """Until `pid` has exited (a zombie counts: it is not ours to reap), at most `timeout` seconds."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.Error:
+            return
+        time.sleep(0.05)

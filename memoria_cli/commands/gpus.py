@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from memoria_cli.commands.options import JSON
+from memoria_cli.cli.options import JSON
 
 
 def register(app: typer.Typer) -> None:
@@ -18,13 +18,13 @@ def gpus_cmd(as_json: bool = JSON) -> None:
 
     Example: `memoria gpus --json`.
     """
-    from memoria_cli.inventory import probe
+    from memoria_cli.core.inventory import probe
 
     inv = probe()
     if as_json:
         print(json.dumps(inv.to_dict(), indent=2))
         return
-    from memoria_cli.console import out
-    from memoria_cli.views import gpus_table
+    from memoria_cli.cli.console import out
+    from memoria_cli.cli.views import gpus_table
 
     out().print(gpus_table(inv))

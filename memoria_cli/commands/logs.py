@@ -20,9 +20,9 @@ def logs_cmd(
     """Print the last lines of a log under the memoria home. Example: `memoria logs qwen3-4b-thinking-fp8 -f`."""
     import re
 
-    from memoria_cli.daemon import tail
-    from memoria_cli.errors import InputError, Interrupted, Terminated
-    from memoria_cli.home import Home
+    from memoria_cli.core.errors import InputError, Interrupted, Terminated
+    from memoria_cli.run.home import Home
+    from memoria_cli.run.logs import tail
 
     if lines < 1 or lines > 1_000_000:
         raise InputError(f"--lines {lines} is out of range", "give 1 to 1000000")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -9,7 +10,9 @@ from typing import Any
 
 import typer
 
-from memoria_cli.commands.client_options import API_KEY, BASE_URL, MODEL, TIMEOUT
+from memoria_cli.cli.client_options import API_KEY, BASE_URL, MODEL, TIMEOUT
+
+Job = tuple[str, Path, int | None, Callable[[], Any]]  # (label, file, page, the image when called)
 
 PLAIN = "Extract all text from this image."
 MARKDOWN = "Convert this document to markdown format."
@@ -19,22 +22,24 @@ def register(app: typer.Typer) -> None:
     app.command(name="ocr")(ocr_cmd)
 
 
-def pages_of(files: list[Path], pages: str | None,
-             max_pixels: int = 4_194_304) -> list[tuple[str, Path, int | None, Callable[[], Any]]]:
+def pages_of(files: list[Path], pages: str | None, max_pixels: int = 4_194_304) -> list[Job]:
     """[(label, file, page or None, image())] for every image and chosen PDF page, checked locally before
     anything is sent. Images are decoded now (a damaged one fails here); PDF pages are rendered when sent."""
-    from memoria_cli.inputs import load_image, pdf_pages, read_file
+    from memoria_cli.client.inputs import load_image, pdf_pages, read_file
 
-    jobs: list[tuple[str, Path, int | None, Callable[[], Any]]] = []
+    jobs: list[Job] = []
     for f in files:
         data = read_file(f)
         if data[:5] == b"%PDF-":
             for n, render in pdf_pages(data, str(f), pages, max_pixels):
                 jobs.append((f"{f} [page {n}]", f, n, render))
         else:
-            img = load_image(data, str(f))
-            jobs.append((str(f), f, None, lambda img=img: img))
+            jobs.append((str(f), f, None, functools.partial(_same, load_image(data, str(f)))))
     return jobs
+
+
+def _same(img: Any) -> Any:
+    return img
 
 
 def output_names(items: list[tuple[Path, int | None]], ext: str) -> list[str]:
@@ -44,7 +49,7 @@ def output_names(items: list[tuple[Path, int | None]], ext: str) -> list[str]:
     written twice."""
     from collections import Counter
 
-    from memoria_cli.errors import InputError
+    from memoria_cli.core.errors import InputError
 
     where = [(f.resolve(), n) for f, n in items]
     twice = [f for (f, n), c in Counter(where).items() if c > 1]
@@ -56,7 +61,7 @@ def output_names(items: list[tuple[Path, int | None]], ext: str) -> list[str]:
         page = f"-p{n}" if n else ""
         if depth < 0:
             return f"{f.stem}{page}{ext}"
-        folders = [p for p in f.parent.parts if p != "/"][len(f.parent.parts) - 1 - depth:] if depth else []
+        folders = [p for p in f.parent.parts if p != "/"][len(f.parent.parts) - 1 - depth :] if depth else []
         return f"{'_'.join([*folders, f.stem])}.{f.suffix.lstrip('.')}{page}{ext}"
 
     depth = [-1] * len(items)
@@ -82,18 +87,20 @@ def ocr_cmd(
     max_tokens: int = typer.Option(4096, "--max-tokens", help="Longest answer per page."),
     max_pixels: int = typer.Option(4_194_304, "--max-pixels", help="Downscale larger images before sending."),
     concurrency: int = typer.Option(2, "--concurrency", help="Pages in flight at once."),
-    base_url: str = BASE_URL, api_key: str = API_KEY, timeout: float = TIMEOUT,
+    base_url: str = BASE_URL,
+    api_key: str = API_KEY,
+    timeout: float = TIMEOUT,
 ) -> None:
     """Extract the text of images and PDF pages; several pages are sent concurrently, printed in order.
 
     Example: `memoria ocr page.png`, `memoria ocr report.pdf --pages 1-3 --markdown -o out/`.
     """
-    from memoria_cli.client import request_pool
-    from memoria_cli.commands.client_options import connect
-    from memoria_cli.console import err, progress
-    from memoria_cli.errors import InputError
-    from memoria_cli.files import write_atomic
-    from memoria_cli.inputs import image_data_url
+    from memoria_cli.cli.client_options import connect
+    from memoria_cli.cli.console import err, progress
+    from memoria_cli.client.api import request_pool
+    from memoria_cli.client.inputs import image_data_url
+    from memoria_cli.core.errors import InputError
+    from memoria_cli.run.files import write_atomic
 
     if markdown and prompt:
         raise InputError("give --markdown or --prompt, not both")
@@ -103,8 +110,9 @@ def ocr_cmd(
     jobs = pages_of(files, pages, max_pixels)
     targets = []
     if out_dir is not None:
-        targets = [out_dir / name for name in output_names([(f, n) for _, f, n, _ in jobs],
-                                                            ".md" if markdown else ".txt")]
+        targets = [
+            out_dir / name for name in output_names([(f, n) for _, f, n, _ in jobs], ".md" if markdown else ".txt")
+        ]
         taken = [str(t) for t in targets if t.exists()]
         if taken:
             raise InputError(f"{taken[0]} exists", "choose another --output-dir or remove it first")
@@ -112,17 +120,30 @@ def ocr_cmd(
             raise InputError(f"--output-dir {out_dir} is a file", "give a folder (it is made if missing)")
     api, model = connect("vision", model, base_url, api_key, timeout)
 
-    def run(job) -> str:
+    def run(job: Job) -> str:
         label, _, _, image = job
         url, smaller = image_data_url(image(), max_pixels)
         if smaller:
             err().print(f"{label}: downscaled to at most {max_pixels:,} pixels", style="dim")
-        data = api.post_json("chat/completions", {"model": model, "max_tokens": max_tokens, "messages": [
-            {"role": "user", "content": [{"type": "text", "text": instruction},
-                                         {"type": "image_url", "image_url": {"url": url}}]}]})
+        data = api.post_json(
+            "chat/completions",
+            {
+                "model": model,
+                "max_tokens": max_tokens,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": instruction},
+                            {"type": "image_url", "image_url": {"url": url}},
+                        ],
+                    }
+                ],
+            },
+        )
         return ((data.get("choices") or [{}])[0].get("message") or {}).get("content") or ""
 
-    texts = []
+    texts: list[str] = []
     with request_pool(concurrency) as pool, progress("ocr", len(jobs), len(jobs) > 1) as advance:
         for t in pool.map(run, jobs):
             texts.append(t)

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from memoria_cli.commands.options import JSON, PROFILE
+from memoria_cli.cli.options import JSON, PROFILE
 
 
 def register(app: typer.Typer) -> None:
@@ -15,8 +15,13 @@ def register(app: typer.Typer) -> None:
 
 def plan_cmd(
     profile: str = PROFILE,
-    gpus: str = typer.Option(None, "--gpus", "-g", help="Plan for a described machine: 24GiB, 2x80GiB, L4, "
-                             "2xH100, 48GiB@8.9, cpu, or a JSON file. Default: this machine."),
+    gpus: str = typer.Option(
+        None,
+        "--gpus",
+        "-g",
+        help="Plan for a described machine: 24GiB, 2x80GiB, L4, "
+        "2xH100, 48GiB@8.9, cpu, or a JSON file. Default: this machine.",
+    ),
     as_json: bool = JSON,
     commands: bool = typer.Option(False, "--commands", help="Also print each worker's exact vllm command."),
 ) -> None:
@@ -24,12 +29,12 @@ def plan_cmd(
 
     Example: `memoria plan --gpus L4` or `memoria plan -p default --gpus 2x80GiB --json`.
     """
-    from memoria_cli.daemon import make_plan
-    from memoria_cli.home import Home
-    from memoria_cli.profile import load_profile
-    from memoria_cli.runtimes import Runtimes
-    from memoria_cli.views import plan_table
-    from memoria_cli.worker_spec import render_argv, specs_for
+    from memoria_cli.cli.views import plan_table
+    from memoria_cli.core.profile import load_profile
+    from memoria_cli.core.worker_spec import render_argv
+    from memoria_cli.run.home import Home
+    from memoria_cli.run.runtimes import Runtimes
+    from memoria_cli.run.stack import make_plan, specs_for
 
     prof = load_profile(profile)
     inv, the_plan = make_plan(prof, gpus)
@@ -41,7 +46,7 @@ def plan_cmd(
         data["commands"] = {s.name: {"argv": list(s.argv), "env": s.env} for s in specs}
         print(json.dumps(data, indent=2))
         return
-    from memoria_cli.console import out
+    from memoria_cli.cli.console import out
 
     out().print(plan_table(the_plan, inv, prof.name))
     if commands:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 
-from memoria_cli.commands.options import JSON
+from memoria_cli.cli.options import JSON
 
 
 def register(app: typer.Typer) -> None:
@@ -18,15 +19,22 @@ def profiles_cmd(as_json: bool = JSON) -> None:
 
     Exit code 3 if any is invalid. Example: `memoria profiles`.
     """
-    from memoria_cli.errors import InputError, MemoriaError
-    from memoria_cli.profile import load_profile, shipped_profiles
+    from memoria_cli.core.errors import InputError, MemoriaError
+    from memoria_cli.core.profile import load_profile, shipped_profiles
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for path in shipped_profiles():
         try:
             p = load_profile(str(path))
-            rows.append({"name": p.name, "path": str(path), "valid": True, "description": p.description,
-                         "models": [{"name": m.name, "kind": m.kind, "model": m.model} for m in p.models]})
+            rows.append(
+                {
+                    "name": p.name,
+                    "path": str(path),
+                    "valid": True,
+                    "description": p.description,
+                    "models": [{"name": m.name, "kind": m.kind, "model": m.model} for m in p.models],
+                }
+            )
         except MemoriaError as exc:
             rows.append({"name": path.stem, "path": str(path), "valid": False, "error": exc.line()})
     if as_json:
@@ -34,7 +42,7 @@ def profiles_cmd(as_json: bool = JSON) -> None:
     else:
         from rich.table import Table
 
-        from memoria_cli.console import out
+        from memoria_cli.cli.console import out
 
         t = Table(title="memoria profiles", title_justify="left")
         for col in ("name", "models", "description"):

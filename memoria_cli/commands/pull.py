@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from memoria_cli.commands.options import PROFILE
+from memoria_cli.cli.options import PROFILE
+
+if TYPE_CHECKING:
+    from memoria_cli.core.profile import ModelEntry, Profile
 
 
 def register(app: typer.Typer) -> None:
@@ -17,18 +22,18 @@ def pull_cmd(profile: str = PROFILE) -> None:
 
     Example: `memoria pull -p demo`.
     """
-    from memoria_cli.profile import load_profile
+    from memoria_cli.core.profile import load_profile
 
     prof = load_profile(profile)
     pull_missing(prof, quiet_if_none=False)
 
 
-def pull_missing(prof, quiet_if_none: bool = True) -> None:
+def pull_missing(prof: Profile, quiet_if_none: bool = True) -> None:
     """Pull every model of `prof` not yet in the store, with a spinner saying what happens."""
-    from memoria_cli.console import err, say
-    from memoria_cli.home import Home
-    from memoria_cli.runtimes import Runtimes
-    from memoria_cli.store import missing, pull
+    from memoria_cli.cli.console import err, say
+    from memoria_cli.run.home import Home
+    from memoria_cli.run.runtimes import Runtimes
+    from memoria_cli.run.store import missing, pull
 
     todo = missing(prof)
     if not todo:
@@ -39,7 +44,8 @@ def pull_missing(prof, quiet_if_none: bool = True) -> None:
     rt = Runtimes(home.runtimes)
     with err().status("preparing models...") as status:
         for i, entry in enumerate(todo, 1):
-            def step(msg: str, entry=entry, i=i) -> None:
+
+            def step(msg: str, entry: ModelEntry = entry, i: int = i) -> None:
                 status.update(f"[{i}/{len(todo)}] {entry.name}: {msg}")
                 if msg.startswith(entry.name):
                     say(msg)

@@ -16,26 +16,26 @@ def restart_cmd(
     wait: float = typer.Option(5.0, "--wait", help="Seconds to wait for the supervisor to take the request."),
 ) -> None:
     """Ask the running supervisor to restart NAME, resetting its failure counters. Example: `memoria restart proxy`."""
-    from memoria_cli.console import say
-    from memoria_cli.daemon import request_restart
-    from memoria_cli.errors import InputError, NotRunning
-    from memoria_cli.home import Home
-    from memoria_cli.state import read_state, supervisor_alive
+    from memoria_cli.cli.console import say
+    from memoria_cli.core.errors import InputError, NotRunning
+    from memoria_cli.run.home import Home
+    from memoria_cli.run.loop import request_restart
+    from memoria_cli.run.state import read_state, supervisor_alive
 
     home = Home.from_env()
     state, _ = read_state(home.state_file)
-    if not supervisor_alive(state):
+    if state is None or not supervisor_alive(state):
         raise NotRunning("memoria is not running", "start it with `memoria up -d`")
-    procs = state["processes"]
+    procs = state.processes
     if name not in procs:
         raise InputError(f"no worker named {name!r}", "choose one of: " + ", ".join(procs))
-    before = procs[name].get("create_time"), procs[name]["state"]
+    before = procs[name].create_time, procs[name].state
     request_restart(home, name)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         state, _ = read_state(home.state_file)
-        p = (state or {}).get("processes", {}).get(name, {})
-        if (p.get("create_time"), p.get("state")) != before and p.get("state") in ("starting", "stopped"):
+        p = state.processes.get(name) if state else None
+        if p and (p.create_time, p.state) != before and p.state in ("starting", "stopped"):
             say(f"{name}: restarting (follow with `memoria status`)")
             return
         time.sleep(0.2)

@@ -17,20 +17,21 @@ def setup_cmd(
 
     Idempotent: run it again to repair. Takes a few minutes (a few GB). Example: `memoria setup`.
     """
-    from memoria_cli.console import err, say
-    from memoria_cli.errors import InputError
-    from memoria_cli.home import Home
-    from memoria_cli.runtimes import Runtimes, setup_litellm, setup_vllm
+    from memoria_cli.cli.console import err, say
+    from memoria_cli.core.errors import InputError
+    from memoria_cli.run.home import Home
+    from memoria_cli.run.runtimes import Runtimes, setup_litellm, setup_vllm
 
     if engine not in ("auto", "cuda", "cpu") or only not in ("all", "vllm", "litellm"):
         raise InputError("--engine takes auto, cuda or cpu; --only takes all, vllm or litellm")
     if engine == "auto":
-        from memoria_cli.inventory import probe_gpus
+        from memoria_cli.core.inventory import probe_gpus
 
         engine = "cuda" if probe_gpus() else "cpu"
     home = Home.from_env()
     rt = Runtimes(home.runtimes)
     with err().status("setting up...") as status:
+
         def step(msg: str) -> None:
             status.update(msg[:120])
             err().print(msg[:200], markup=False, highlight=False)

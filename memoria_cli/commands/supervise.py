@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 
@@ -9,8 +11,16 @@ def register(app: typer.Typer) -> None:
     app.command(name="_supervise", hidden=True)(supervise_cmd)
 
 
-def supervise_cmd(profile: str = typer.Option(..., "--profile")) -> None:
-    from memoria_cli.daemon import prepare, supervise
-    from memoria_cli.home import Home
+def supervise_cmd(handoff: Path = typer.Option(..., "--handoff", help="The plan `up` showed (run/detach.py).")) -> None:
+    from memoria_cli.core.errors import MemoriaError
+    from memoria_cli.run.detach import read_handoff, write_failure
+    from memoria_cli.run.home import Home
+    from memoria_cli.run.loop import supervise
+    from memoria_cli.run.stack import prepare
 
-    supervise(prepare(Home.from_env(), profile))
+    try:
+        given = read_handoff(handoff)
+        supervise(prepare(Home.from_env(), given.profile, given=given.plan))
+    except MemoriaError as exc:
+        write_failure(handoff, exc)  # for `up`, as data; and in supervisor.log, by app.main
+        raise

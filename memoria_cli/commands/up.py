@@ -7,10 +7,19 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from memoria_cli.commands.options import PROFILE
+from memoria_cli.cli.options import PROFILE
+
+if TYPE_CHECKING:
+    from memoria_cli.core.errors import MemoriaError
+    from memoria_cli.run.home import Home
+    from memoria_cli.run.stack import Stack
+    from memoria_cli.run.state import RunState
+    from memoria_cli.run.supervisor import Supervisor
 
 
 def register(app: typer.Typer) -> None:
@@ -19,8 +28,12 @@ def register(app: typer.Typer) -> None:
 
 def up_cmd(
     profile: str = PROFILE,
-    detach: bool = typer.Option(False, "--detach", "-d", help="Return once everything is ready; keep running "
-                                "in the background (stop with `memoria down`)."),
+    detach: bool = typer.Option(
+        False,
+        "--detach",
+        "-d",
+        help="Return once everything is ready; keep running in the background (stop with `memoria down`).",
+    ),
 ) -> None:
     """Start the stack: one vLLM worker per model, sized by the plan, behind the proxy on :8200.
 
@@ -30,16 +43,17 @@ def up_cmd(
     Example: `memoria up -d --profile demo`, then `memoria status`.
     """
     from memoria_cli.commands.pull import pull_missing
-    from memoria_cli.daemon import preflight, prepare, refuse_if_running
-    from memoria_cli.home import Home
-    from memoria_cli.profile import load_profile
+    from memoria_cli.core.profile import load_profile
+    from memoria_cli.run.home import Home
+    from memoria_cli.run.lock import refuse_if_running
+    from memoria_cli.run.stack import preflight, prepare
 
     home = Home.from_env()
     pull_missing(load_profile(profile))  # models from the store first: the plan reads their config.json
     stack = prepare(home, profile)  # plan, runtimes, auth: fails before anything starts
     refuse_if_running(home)
     if detach:
-        from memoria_cli.console import say
+        from memoria_cli.cli.console import say
 
         for note in preflight(stack):
             say(f"memoria: {note}")
@@ -48,18 +62,17 @@ def up_cmd(
         _foreground(stack)
 
 
-def _foreground(stack) -> None:
+def _foreground(stack: Stack) -> None:
     from rich.live import Live
+    from rich.table import Table
 
-    from memoria_cli.console import err
-    from memoria_cli.daemon import supervise
-    from memoria_cli.views import STATE_STYLE
+    from memoria_cli.cli.console import err
+    from memoria_cli.cli.views import STATE_STYLE
+    from memoria_cli.run.loop import supervise
 
     announced = False
 
-    def render(sup, phase):
-        from rich.table import Table
-
+    def render(sup: Supervisor) -> Table:
         t = Table.grid(padding=(0, 2))
         for p in sup.procs:
             style = STATE_STYLE.get(p.state.value, "")
@@ -67,9 +80,10 @@ def _foreground(stack) -> None:
         return t
 
     with Live(console=err(), refresh_per_second=2, transient=False) as live:
-        def on_tick(sup, phase):
+
+        def on_tick(sup: Supervisor, phase: str) -> None:
             nonlocal announced
-            live.update(render(sup, phase))
+            live.update(render(sup))
             if phase == "running" and not announced:
                 announced = True
                 err().print(f"[green]ready[/]: {stack.url} (Ctrl-C stops everything)")
@@ -78,24 +92,31 @@ def _foreground(stack) -> None:
     err().print("stopped")
 
 
-def _detached(home, stack) -> None:
-    """Start the supervisor in its own session, then follow state.json until ready or failed."""
-    from memoria_cli.console import err, out
-    from memoria_cli.views import status_table
+def _detached(home: Home, stack: Stack) -> None:
+    """Start the supervisor in its own session with the plan shown here, then follow state.json until ready
+    or failed."""
+    from memoria_cli.cli.console import err, out
+    from memoria_cli.cli.views import status_table
+    from memoria_cli.core.errors import Interrupted
+    from memoria_cli.run.detach import Handoff, clean, write_handoff
+    from memoria_cli.run.loop import SUPERVISOR_LOG
 
     home.ensure()
-    log = home.logs / "supervisor.log"
-    src = str(stack.profile.source)
+    log = home.logs / SUPERVISOR_LOG
+    handoff = write_handoff(home, Handoff(profile=str(stack.profile.source), plan=stack.plan))
     # Not marked like the workers: a racing `up` sweeps marked leftovers, and must not take a supervisor that
-    # has not yet taken the lock for one. `down` finds it by its lock (daemon.lock_holder).
+    # has not yet taken the lock for one. `down` finds it by its lock (run/lock.lock_holder).
     with open(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as f:
-        child = subprocess.Popen([sys.executable, "-m", "memoria_cli", "_supervise", "--profile", src],
-                                 stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                                 start_new_session=True, close_fds=True)
-    from memoria_cli.errors import Interrupted
-
+        child = subprocess.Popen(
+            [sys.executable, "-m", "memoria_cli", "_supervise", "--handoff", str(handoff)],
+            stdin=subprocess.DEVNULL,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
     try:
-        state, t0 = _wait_ready(home, child, log)
+        state, t0 = _wait_ready(home, child, handoff)
     except (KeyboardInterrupt, Interrupted):
         # Ctrl-C while it starts: stop what was started rather than leave it starting in the background.
         err().print("interrupted: stopping what was starting...")
@@ -105,55 +126,57 @@ def _detached(home, stack) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
         raise
+    finally:
+        if child.poll() is not None:
+            clean(handoff)
+    handoff.unlink(missing_ok=True)  # read by the child long ago; a failure file may still come, at a stop
     out().print(status_table(state, {}, {}))
     err().print(f"[green]ready[/] in {time.monotonic() - t0:.0f} s: {stack.url}  (`memoria down` stops it)")
 
 
-def _wait_ready(home, child, log):
+def _wait_ready(home: Home, child: subprocess.Popen[bytes], handoff: Path) -> tuple[RunState, float]:
     """Follow state.json until the detached supervisor says running, or raise its failure."""
-    from memoria_cli.console import err
-    from memoria_cli.daemon import tail
-    from memoria_cli.state import read_state
+    from memoria_cli.cli.console import err
+    from memoria_cli.run.state import read_state
 
     t0 = time.monotonic()
-    state = None
     with err().status("starting...") as spinner:
         while True:
             rc = child.poll()
             state, _ = read_state(home.state_file)
-            mine = state and (state.get("supervisor") or {}).get("pid") == child.pid
-            if mine and state["phase"] == "running":
-                break
-            if rc is not None or (mine and state["phase"] in ("failed", "stopped")):
+            mine = state if state and state.supervisor.pid == child.pid else None
+            if mine and mine.phase == "running":
+                return mine, t0
+            if rc is not None or (mine and mine.ended):
                 child.wait()
-                raise _start_failure(home, child.pid, child.returncode, state if mine else None, tail(log, 200))
+                raise _start_failure(home, mine, handoff)
             if mine:
-                procs = state["processes"]
-                ready = [n for n, p in procs.items() if p["state"] == "ready"]
-                busy = [f"{n} {p['state']}" for n, p in procs.items() if p["state"] != "ready"]
-                spinner.update(f"{time.monotonic() - t0:.0f}s: ready {len(ready)}/{len(procs)}"
-                               + (f" - {', '.join(busy)}" if busy else ""))
+                procs = mine.processes
+                ready = [n for n, p in procs.items() if p.state == "ready"]
+                busy = [f"{n} {p.state}" for n, p in procs.items() if p.state != "ready"]
+                spinner.update(
+                    f"{time.monotonic() - t0:.0f}s: ready {len(ready)}/{len(procs)}"
+                    + (f" - {', '.join(busy)}" if busy else "")
+                )
             time.sleep(0.5)
-    return state, t0
 
 
-def _start_failure(home, pid: int, rc: int, state, sup_log: list[str]):
-    """The error for a failed detached start: the supervisor's own error line, and the worker's log tail."""
-    from memoria_cli.daemon import tail
-    from memoria_cli.errors import MemoriaError, StartError
+def _start_failure(home: Home, state: RunState | None, handoff: Path) -> MemoriaError:
+    """The error for a failed detached start: the worker that went FATAL with its log tail, else the error the
+    supervisor handed back."""
+    from memoria_cli.core.errors import StartError
+    from memoria_cli.run.detach import read_failure
+    from memoria_cli.run.logs import tail
 
-    mine = [ln.split("error: ", 1)[-1] for ln in sup_log if ln.startswith(f"memoria[{pid}]: error:")]
-    failed = [(n, p) for n, p in ((state or {}).get("processes") or {}).items() if p["state"] == "fatal"]
+    failed = [(n, p) for n, p in (state.processes if state else {}).items() if p.state == "fatal"]
     if failed:
         name, p = failed[0]
         lines = "\n".join("  | " + ln for ln in tail(home.log_for(name), 15))
-        from memoria_cli.console import say
+        from memoria_cli.cli.console import say
 
         say(f"last lines of {home.log_for(name)}:\n{lines}")
-        return StartError(f"{name} could not start: {p['reason']}", f"see `memoria logs {name}`")
-    if mine:
-        error = MemoriaError(mine[-1])
-        error.exit_code = rc if rc > 0 else StartError.exit_code  # the supervisor's own documented code
-        return error
-    return StartError("the supervisor stopped before the stack was ready",
-                      f"see {home.logs / 'supervisor.log'}")
+        return StartError(f"{name} could not start: {p.reason}", f"see `memoria logs {name}`")
+    failure = read_failure(handoff)
+    if failure:
+        return failure.error()
+    return StartError("the supervisor stopped before the stack was ready", f"see {home.logs / 'supervisor.log'}")

@@ -16,7 +16,7 @@ import pytest
 from openai import APIConnectionError, APIError, AsyncOpenAI, OpenAI
 from pydantic import BaseModel
 
-from tests.conftest import wav_bytes
+from tests.helpers import wav_bytes
 
 pytestmark = pytest.mark.slow
 EMBED, CHAT, OCR, WHISPER = "tiny-embed", "tiny-chat", "tiny-vl", "tiny-whisper"
@@ -51,22 +51,29 @@ def test_single_and_batch_embeddings_with_usage(client):
     assert response.object == "list" and response.data[0].object == "embedding"
     assert len(response.data[0].embedding) == 64 and response.usage.total_tokens > 0
     assert response.usage.prompt_tokens == response.usage.total_tokens
-    texts = ["The quick brown fox jumps over the lazy dog", "Machine learning is transforming technology",
-             "Python is a versatile programming language"]
+    texts = [
+        "The quick brown fox jumps over the lazy dog",
+        "Machine learning is transforming technology",
+        "Python is a versatile programming language",
+    ]
     response = client.embeddings.create(input=texts, model="test/Tiny-Embed")
     assert [d.index for d in response.data] == [0, 1, 2]
 
 
 def test_rag_workflow(client):
-    documents = ["Renewable energy reduces carbon emissions", "Solar panels convert sunlight to electricity",
-                 "Wind turbines generate clean power"]
+    documents = [
+        "Renewable energy reduces carbon emissions",
+        "Solar panels convert sunlight to electricity",
+        "Wind turbines generate clean power",
+    ]
     doc_embeddings = [client.embeddings.create(input=d, model=EMBED).data[0].embedding for d in documents]
     query = "What are the benefits of renewable energy?"
     q = client.embeddings.create(input=query, model=EMBED).data[0].embedding
     sims = [np.dot(q, d) / (np.linalg.norm(q) * np.linalg.norm(d)) for d in doc_embeddings]
     context = documents[int(np.argmax(sims))]
-    completion = client.chat.completions.create(model=CHAT, messages=[
-        {"role": "system", "content": f"Context: {context}"}, {"role": "user", "content": query}])
+    completion = client.chat.completions.create(
+        model=CHAT, messages=[{"role": "system", "content": f"Context: {context}"}, {"role": "user", "content": query}]
+    )
     assert completion.choices[0].message.content.strip() == "Hello world"
 
 
@@ -74,8 +81,9 @@ def test_rag_workflow(client):
 
 
 def test_chat_response_format_with_reasoning_content(client):
-    response = client.chat.completions.create(model=CHAT, messages=[
-        {"role": "user", "content": "If x + 5 = 12, what is x?"}], max_tokens=500, temperature=0.7)
+    response = client.chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "If x + 5 = 12, what is x?"}], max_tokens=500, temperature=0.7
+    )
     assert response.object == "chat.completion" and response.model
     message = response.choices[0].message
     assert message.role == "assistant"
@@ -87,8 +95,9 @@ def test_chat_response_format_with_reasoning_content(client):
 
 
 def test_streaming_reasoning_content_in_deltas(client):
-    stream = client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "Solve: 2x + 3 = 11"}],
-                                            stream=True)
+    stream = client.chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "Solve: 2x + 3 = 11"}], stream=True
+    )
     reasoning_parts, content_parts = [], []
     for chunk in stream:
         delta = chunk.choices[0].delta
@@ -102,23 +111,33 @@ def test_streaming_reasoning_content_in_deltas(client):
 
 
 def test_multi_turn(client):
-    messages = [{"role": "system", "content": "You are a helpful AI assistant."},
-                {"role": "user", "content": "What is Python?"}]
+    messages = [
+        {"role": "system", "content": "You are a helpful AI assistant."},
+        {"role": "user", "content": "What is Python?"},
+    ]
     response = client.chat.completions.create(model=CHAT, messages=messages)
-    messages += [{"role": "assistant", "content": response.choices[0].message.content},
-                 {"role": "user", "content": "What are its main features?"}]
+    messages += [
+        {"role": "assistant", "content": response.choices[0].message.content},
+        {"role": "user", "content": "What are its main features?"},
+    ]
     assert client.chat.completions.create(model=CHAT, messages=messages).choices[0].message.content
 
 
 def test_advanced_parameters_are_accepted(client):
     response = client.chat.completions.create(
-        model=CHAT, messages=[{"role": "user", "content": "Tell me a story"}], max_tokens=1000, temperature=0.8,
-        top_p=0.9, frequency_penalty=0.5, presence_penalty=0.3, stop=["\n\n", "END"])
+        model=CHAT,
+        messages=[{"role": "user", "content": "Tell me a story"}],
+        max_tokens=1000,
+        temperature=0.8,
+        top_p=0.9,
+        frequency_penalty=0.5,
+        presence_penalty=0.3,
+        stop=["\n\n", "END"],
+    )
     assert response.choices[0].message.content is not None
     short = client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 2
-    stopped = client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "hi"}],
-                                             stop=[" world"])
+    stopped = client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "hi"}], stop=[" world"])
     assert stopped.choices[0].message.content.strip() == "Hello"
 
 
@@ -131,24 +150,41 @@ class PersonInfo(BaseModel):
 
 @pytest.mark.parametrize("strict", [None, True])
 def test_structured_output_json_schema(client, strict):
-    schema = {"type": "object", "properties": {"name": {"type": "string"}, "occupation": {"type": "string"},
-                                               "interests": {"type": "array", "items": {"type": "string"}}},
-              "required": ["name", "occupation", "interests"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "occupation": {"type": "string"},
+            "interests": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["name", "occupation", "interests"],
+        "additionalProperties": False,
+    }
     fmt: dict = {"name": "person_extraction", "schema": schema}
     if strict is not None:
         fmt["strict"] = strict
-    response = client.chat.completions.create(model=CHAT, max_tokens=200, response_format={
-        "type": "json_schema", "json_schema": fmt}, messages=[
-        {"role": "user", "content": "Extract information from: John Doe works as a teacher and loves reading"}])
+    response = client.chat.completions.create(
+        model=CHAT,
+        max_tokens=200,
+        response_format={"type": "json_schema", "json_schema": fmt},
+        messages=[
+            {"role": "user", "content": "Extract information from: John Doe works as a teacher and loves reading"}
+        ],
+    )
     data = json.loads(response.choices[0].message.content)
     assert set(data) == {"name", "occupation", "interests"} and isinstance(data["interests"], list)
 
 
 def test_structured_output_pydantic_schema(client):
-    response = client.chat.completions.create(model=CHAT, max_tokens=300, messages=[
-        {"role": "user", "content": "Tell me about a software engineer named Alice who is 28 years old"}],
-        response_format={"type": "json_schema",
-                         "json_schema": {"name": "person_info", "schema": PersonInfo.model_json_schema()}})
+    response = client.chat.completions.create(
+        model=CHAT,
+        max_tokens=300,
+        messages=[{"role": "user", "content": "Tell me about a software engineer named Alice who is 28 years old"}],
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "person_info", "schema": PersonInfo.model_json_schema()},
+        },
+    )
     person = PersonInfo.model_validate_json(response.choices[0].message.content)
     assert isinstance(person.age, int)
 
@@ -167,8 +203,10 @@ def test_legacy_completions_plain_and_streamed(client):
 def test_concurrent_requests_async(tiny_stack):
     async def process_batch():
         c = AsyncOpenAI(base_url=tiny_stack["url"], api_key="not-needed")
-        tasks = [c.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": p}])
-                 for p in ("Question 1?", "Question 2?", "Question 3?")]
+        tasks = [
+            c.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": p}])
+            for p in ("Question 1?", "Question 2?", "Question 3?")
+        ]
         return await asyncio.gather(*tasks)
 
     responses = asyncio.run(process_batch())
@@ -187,9 +225,19 @@ def test_ocr_chat_with_image_url(client):
 
     b64 = base64.b64encode(buf.getvalue()).decode("utf-8")
     for prompt in ("Extract all text from this image.", "Convert this document to markdown format."):
-        response = client.chat.completions.create(model=OCR, max_tokens=16, messages=[{"role": "user", "content": [
-            {"type": "text", "text": prompt},
-            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}"}}]}])
+        response = client.chat.completions.create(
+            model=OCR,
+            max_tokens=16,
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": prompt},
+                        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64}"}},
+                    ],
+                }
+            ],
+        )
         assert response.choices[0].message.content is not None
 
 
@@ -199,8 +247,9 @@ def test_ocr_chat_with_image_url(client):
 def test_transcription_json_default_and_language(client):
     r = client.audio.transcriptions.create(model=WHISPER, file=("speech.wav", SPEECH, "audio/wav"))
     assert isinstance(r.text, str)
-    r = client.audio.transcriptions.create(model=WHISPER, file=("speech.wav", SPEECH, "audio/wav"),
-                                           language="en", temperature=0.0, response_format="json")
+    r = client.audio.transcriptions.create(
+        model=WHISPER, file=("speech.wav", SPEECH, "audio/wav"), language="en", temperature=0.0, response_format="json"
+    )
     assert isinstance(r.text, str)
 
 
@@ -215,8 +264,9 @@ def test_transcription_text_srt_vtt_are_what_openai_returns(client):
 
 
 def test_transcription_verbose_json(client):
-    r = client.audio.transcriptions.create(model=WHISPER, file=("speech.wav", SPEECH, "audio/wav"),
-                                           language="en", response_format="verbose_json")
+    r = client.audio.transcriptions.create(
+        model=WHISPER, file=("speech.wav", SPEECH, "audio/wav"), language="en", response_format="verbose_json"
+    )
     assert isinstance(r.text, str) and r.language and r.duration == pytest.approx(2.0, abs=0.05)
 
 
@@ -243,8 +293,6 @@ def test_timeout_configuration(tiny_stack):
     assert c.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "Hello"}]).choices
 
 
-
-
 # ----------------------------------------------------------------------------- the proxy's fast path
 
 
@@ -255,8 +303,9 @@ def test_fast_path_answers_chat_as_litellm_does(tiny_stack, model):
 
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
     fast = httpx.post(tiny_stack["url"] + "/chat/completions", json=body, timeout=60)
-    slow = httpx.post(tiny_stack["url"] + "/chat/completions", json=body, timeout=60,
-                      headers={"x-memoria-route": "litellm"})
+    slow = httpx.post(
+        tiny_stack["url"] + "/chat/completions", json=body, timeout=60, headers={"x-memoria-route": "litellm"}
+    )
     assert fast.headers.get("x-memoria-route") == "fast" and "x-memoria-route" not in slow.headers
     a, b = (r.json()["choices"][0]["message"] for r in (fast, slow))
     assert (a["content"], a["reasoning_content"]) == (b["content"], b["reasoning_content"]) == (" Hello world", " hmm")
@@ -301,7 +350,17 @@ def test_image_urls_are_not_fetched_by_the_worker(client):
     from openai import BadRequestError
 
     with pytest.raises(BadRequestError) as e:
-        client.chat.completions.create(model=OCR, max_tokens=4, messages=[{"role": "user", "content": [
-            {"type": "text", "text": "read"},
-            {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/private.png"}}]}])
+        client.chat.completions.create(
+            model=OCR,
+            max_tokens=4,
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "read"},
+                        {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/private.png"}},
+                    ],
+                }
+            ],
+        )
     assert "allowed domains" in str(e.value)

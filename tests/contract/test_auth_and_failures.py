@@ -12,7 +12,7 @@ import httpx
 import pytest
 from openai import APIError, AuthenticationError, OpenAI
 
-from tests.conftest import DEFAULT_RUNTIMES, build_tiny_models, free_ports, run_memoria, write_profile
+from tests.helpers import DEFAULT_RUNTIMES, build_tiny_models, free_ports, run_memoria, write_profile
 
 pytestmark = pytest.mark.slow
 KEY = "sk-memoria-test-7d1f0c2e"
@@ -23,8 +23,11 @@ def keyed(tmp_path_factory):
     models = build_tiny_models()
     tmp = tmp_path_factory.mktemp("auth")
     base = free_ports(2)
-    profile = write_profile(tmp / "auth.yaml", [
-        {"name": "tiny-embed", "model": str(models / "tiny-embed"), "kind": "embedding"}], port_base=base)
+    profile = write_profile(
+        tmp / "auth.yaml",
+        [{"name": "tiny-embed", "model": str(models / "tiny-embed"), "kind": "embedding"}],
+        port_base=base,
+    )
     env = {"MEMORIA_HOME": str(tmp / "home"), "MEMORIA_RUNTIMES": str(DEFAULT_RUNTIMES), "LITELLM_MASTER_KEY": KEY}
     r = run_memoria("up", "-d", "-p", str(profile), env=env, timeout=600)
     try:
@@ -36,15 +39,19 @@ def keyed(tmp_path_factory):
 
 def test_the_key_is_required_and_never_on_a_command_line(keyed):
     with pytest.raises(AuthenticationError) as e:
-        OpenAI(base_url=keyed["url"], api_key="wrong-key", max_retries=0).embeddings.create(input="x",
-                                                                                           model="tiny-embed")
+        OpenAI(base_url=keyed["url"], api_key="wrong-key", max_retries=0).embeddings.create(
+            input="x", model="tiny-embed"
+        )
     assert e.value.status_code == 401
     no_key = httpx.post(keyed["url"] + "/embeddings", json={"input": "x", "model": "tiny-embed"})
     assert no_key.status_code == 401, no_key.text
     ok = OpenAI(base_url=keyed["url"], api_key=KEY).embeddings.create(input="x", model="tiny-embed")
     assert ok.data
-    fast = httpx.post(keyed["url"] + "/embeddings", json={"input": "x", "model": "tiny-embed"},
-                      headers={"Authorization": f"Bearer {KEY}"})
+    fast = httpx.post(
+        keyed["url"] + "/embeddings",
+        json={"input": "x", "model": "tiny-embed"},
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
     assert fast.status_code == 200 and fast.headers.get("x-memoria-route") == "fast"  # the key opens the fast path
     import psutil
 
@@ -52,7 +59,7 @@ def test_the_key_is_required_and_never_on_a_command_line(keyed):
         assert KEY not in " ".join(p.info["cmdline"] or []), p.info["cmdline"]
     state = json.loads(run_memoria("status", "--json", env=keyed["env"]).stdout)
     assert state["auth"] is True
-    config = (os.path.join(keyed["env"]["MEMORIA_HOME"], "litellm.yaml"))
+    config = os.path.join(keyed["env"]["MEMORIA_HOME"], "litellm.yaml")
     assert KEY not in open(config).read()
 
 
@@ -65,11 +72,19 @@ def test_each_worker_has_its_own_key_and_never_sees_the_master_key(keyed):
     worker = state["processes"]["tiny-embed"]
     direct = f"http://127.0.0.1:{worker['port']}/v1/embeddings"
     assert httpx.post(direct, json={"input": "x", "model": "tiny-embed"}).status_code == 401
-    assert httpx.post(direct, json={"input": "x", "model": "tiny-embed"},
-                      headers={"Authorization": f"Bearer {KEY}"}).status_code == 401  # not the master key either
+    assert (
+        httpx.post(
+            direct, json={"input": "x", "model": "tiny-embed"}, headers={"Authorization": f"Bearer {KEY}"}
+        ).status_code
+        == 401
+    )  # not the master key either
     for route in ("fast", "litellm"):
-        r = httpx.post(keyed["url"] + "/embeddings", json={"input": "x", "model": "tiny-embed"},
-                       headers={"Authorization": f"Bearer {KEY}", "x-memoria-route": route}, timeout=60)
+        r = httpx.post(
+            keyed["url"] + "/embeddings",
+            json={"input": "x", "model": "tiny-embed"},
+            headers={"Authorization": f"Bearer {KEY}", "x-memoria-route": route},
+            timeout=60,
+        )
         assert r.status_code == 200, (route, r.text)
     tree = [psutil.Process(worker["pid"]), *psutil.Process(worker["pid"]).children(recursive=True)]
     env = tree[0].environ()
@@ -83,10 +98,16 @@ def test_credentials_are_read_one_way_on_both_paths(keyed):
     LiteLLM's (they used to disagree: the fast path read the last header, LiteLLM the first)."""
     body = {"input": "x", "model": "tiny-embed"}
     for route in ("fast", "litellm"):
-        two = httpx.post(keyed["url"] + "/embeddings", json=body, headers=[
-            ("authorization", f"Bearer {KEY}"), ("authorization", "Bearer wrong"), ("x-memoria-route", route)])
-        spaced = httpx.post(keyed["url"] + "/embeddings", json=body,
-                            headers={"Authorization": f"Bearer  {KEY}", "x-memoria-route": route})
+        two = httpx.post(
+            keyed["url"] + "/embeddings",
+            json=body,
+            headers=[("authorization", f"Bearer {KEY}"), ("authorization", "Bearer wrong"), ("x-memoria-route", route)],
+        )
+        spaced = httpx.post(
+            keyed["url"] + "/embeddings",
+            json=body,
+            headers={"Authorization": f"Bearer  {KEY}", "x-memoria-route": route},
+        )
         assert (two.status_code, spaced.status_code) == (401, 401), (route, two.text, spaced.text)
 
 
@@ -98,9 +119,11 @@ def test_a_body_over_the_limit_is_refused_with_413_before_it_is_read(keyed):
     u = urlparse(keyed["url"])
     for path in ("/v1/embeddings", "/v1/audio/transcriptions"):
         with socket.create_connection((u.hostname, u.port), timeout=30) as s:
-            s.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
-                      f"Content-Type: application/json\r\nContent-Length: {200 * 2**20}\r\n\r\n".encode()
-                      + b"{" * 65536)  # a start of the 200 MB: the answer comes without the rest
+            s.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {200 * 2**20}\r\n\r\n".encode()
+                + b"{" * 65536
+            )  # a start of the 200 MB: the answer comes without the rest
             answer = b""
             while b"request body over" not in answer:  # the status line and the body may come apart
                 chunk = s.recv(65536)

@@ -9,11 +9,23 @@ from datetime import timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memoria_cli.errors import InputError
+from memoria_cli.core.errors import InputError
 
 PNG_HEAD = b"\x89PNG\r\n\x1a\n"
-PREFIXES = [b"", PNG_HEAD, b"%PDF-1.4\n", b"RIFF\x24\x00\x00\x00WAVEfmt ", b"fLaC", b"OggS", b"ID3", b"\xff\xfb",
-            b"GIF89a", b"\xff\xd8\xff", b"BM", b"RIFF\x00\x00\x00\x00WEBP"]
+PREFIXES = [
+    b"",
+    PNG_HEAD,
+    b"%PDF-1.4\n",
+    b"RIFF\x24\x00\x00\x00WAVEfmt ",
+    b"fLaC",
+    b"OggS",
+    b"ID3",
+    b"\xff\xfb",
+    b"GIF89a",
+    b"\xff\xd8\xff",
+    b"BM",
+    b"RIFF\x00\x00\x00\x00WEBP",
+]
 # A deadline: an input that takes seconds (or gigabytes) to refuse is a bug, not a slow test.
 FUZZ = settings(max_examples=150, deadline=timedelta(seconds=3), suppress_health_check=[HealthCheck.too_slow])
 
@@ -25,8 +37,8 @@ def png_chunk(kind: bytes, body: bytes) -> bytes:
 @FUZZ
 @given(st.sampled_from(PREFIXES), st.binary(max_size=2048))
 def test_images_and_pdfs(prefix, tail):
+    from memoria_cli.client.inputs import load_image, pdf_pages
     from memoria_cli.commands.ocr import pages_of  # noqa: F401  (the command's own reader path)
-    from memoria_cli.inputs import load_image, pdf_pages
 
     data = prefix + tail
     try:
@@ -42,7 +54,7 @@ def test_images_and_pdfs(prefix, tail):
 @FUZZ
 @given(st.integers(1, 200_000), st.integers(1, 200_000), st.binary(max_size=256))
 def test_png_headers_that_lie(width, height, body):
-    from memoria_cli.inputs import load_image
+    from memoria_cli.client.inputs import load_image
 
     ihdr = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
     data = PNG_HEAD + ihdr + png_chunk(b"IDAT", zlib.compress(body)) + png_chunk(b"IEND", b"")
@@ -55,7 +67,7 @@ def test_png_headers_that_lie(width, height, body):
 @FUZZ
 @given(st.sampled_from(PREFIXES), st.binary(max_size=4096))
 def test_audio(prefix, tail):
-    from memoria_cli.audio import prepare
+    from memoria_cli.client.audio import prepare
 
     try:
         prepare(prefix + tail, "fuzz.audio", 25 * 2**20)
@@ -66,8 +78,8 @@ def test_audio(prefix, tail):
 @FUZZ
 @given(st.binary(max_size=512))
 def test_text_and_jsonl(data):
-    from memoria_cli.commands.embed import _parse_lines
-    from memoria_cli.inputs import text_lines
+    from memoria_cli.client.embeddings import _parse_lines
+    from memoria_cli.client.inputs import text_lines
 
     try:
         _parse_lines(text_lines(data, "fuzz.txt"), "fuzz.txt")
@@ -78,8 +90,8 @@ def test_text_and_jsonl(data):
 @FUZZ
 @given(st.text(max_size=40))
 def test_pages_and_sizes(spec):
-    from memoria_cli.inputs import parse_pages
-    from memoria_cli.units import parse_size
+    from memoria_cli.client.inputs import parse_pages
+    from memoria_cli.core.units import parse_size
 
     for fn in (lambda: parse_pages(spec, 5), lambda: parse_size(spec)):
         try:

@@ -15,16 +15,17 @@ import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 
 import httpx
 import psutil
 import pytest
 
-from memoria_cli.home import Home
-from memoria_cli.processes import marked
-from memoria_cli.state import read_state
-from tests.conftest import DEFAULT_RUNTIMES, build_tiny_models, free_ports, run_memoria, write_profile
-from tests.conftest import wait_for as wait
+from memoria_cli.run.home import Home
+from memoria_cli.run.processes import marked
+from memoria_cli.run.state import read_state
+from tests.helpers import DEFAULT_RUNTIMES, build_tiny_models, free_ports, run_memoria, write_profile
+from tests.helpers import wait_for as wait
 
 pytestmark = pytest.mark.slow
 FIGURES: dict[str, object] = {}
@@ -40,19 +41,34 @@ def stack(tmp_path_factory):
     models = build_tiny_models()
     tmp = tmp_path_factory.mktemp("reliability")
     base = free_ports(3)
-    profile = write_profile(tmp / "rel.yaml", [
-        {"name": "r-embed", "model": str(models / "tiny-embed"), "kind": "embedding"},
-        {"name": "r-chat", "model": str(models / "tiny-chat"), "kind": "chat", "reasoning_parser": "qwen3"},
-    ], port_base=base, startup_timeout=300,
-        supervision={"live_interval": 2, "live_misses": 3, "reset_after": 5, "max_crashes": 30, "grace": 10,
-                     "stall_timeout": 10})
+    profile = write_profile(
+        tmp / "rel.yaml",
+        [
+            {"name": "r-embed", "model": str(models / "tiny-embed"), "kind": "embedding"},
+            {"name": "r-chat", "model": str(models / "tiny-chat"), "kind": "chat", "reasoning_parser": "qwen3"},
+        ],
+        port_base=base,
+        startup_timeout=300,
+        supervision={
+            "live_interval": 2,
+            "live_misses": 3,
+            "reset_after": 5,
+            "max_crashes": 30,
+            "grace": 10,
+            "stall_timeout": 10,
+        },
+    )
     home = (tmp / "home").resolve()
     env = {"MEMORIA_HOME": str(home), "MEMORIA_RUNTIMES": str(DEFAULT_RUNTIMES)}
     r = run_memoria("up", "-d", "-p", str(profile), env=env, timeout=600)
     try:
         assert r.returncode == 0, r.stderr[-3000:]
-        yield {"url": f"http://127.0.0.1:{base - 1}/v1", "env": env, "home": home,
-               "marker": Home(root=home, runtimes=DEFAULT_RUNTIMES).marker}
+        yield {
+            "url": f"http://127.0.0.1:{base - 1}/v1",
+            "env": env,
+            "home": home,
+            "marker": Home(root=home, runtimes=DEFAULT_RUNTIMES).marker,
+        }
     finally:
         run_memoria("down", env=env, timeout=180)
         out = os.environ.get("MEMORIA_RELIABILITY_FIGURES")
@@ -63,7 +79,7 @@ def stack(tmp_path_factory):
 
 def procs(stack) -> dict:
     state, _ = read_state(stack["home"] / "state.json")
-    return (state or {}).get("processes", {})
+    return {n: asdict(p) for n, p in state.processes.items()} if state else {}
 
 
 class Load:
@@ -122,8 +138,10 @@ def test_kill9_api_process_ten_times_under_load(stack):
     figure("kill9.detect_s.max", round(max(detect), 2))
     figure("kill9.back_to_ready_s.median", round(statistics.median(back), 1))
     figure("kill9.back_to_ready_s.max", round(max(back), 1))
-    figure("kill9.requests", {"ok": load.ok, "clean_errors": load.clean_errors, "hangs": load.hangs,
-                              "other": len(load.other)})
+    figure(
+        "kill9.requests",
+        {"ok": load.ok, "clean_errors": load.clean_errors, "hangs": load.hangs, "other": len(load.other)},
+    )
     figure("kill9.orphans", orphans)
     assert load.hangs == 0 and not load.other, load.other[:5]
     assert orphans == 0
@@ -133,8 +151,11 @@ def test_kill9_api_process_ten_times_under_load(stack):
 def test_kill9_engine_core_only(stack):
     wait(lambda: procs(stack)["r-chat"]["state"] == "ready", 180)
     pid = procs(stack)["r-chat"]["pid"]
-    engine = [c for c in psutil.Process(pid).children(recursive=True) if "EngineCore" in " ".join(c.cmdline())
-              or "EngineCore" in c.name()]
+    engine = [
+        c
+        for c in psutil.Process(pid).children(recursive=True)
+        if "EngineCore" in " ".join(c.cmdline()) or "EngineCore" in c.name()
+    ]
     engine = engine or psutil.Process(pid).children()
     t0 = time.monotonic()
     engine[0].kill()
@@ -186,8 +207,9 @@ def test_hung_engine_core_behind_a_live_api_server_is_restarted(stack):
 
     def ask() -> None:
         try:
-            r = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": "x", "model": "r-embed"},
-                           timeout=90)
+            r = httpx.post(
+                f"http://127.0.0.1:{port}/v1/embeddings", json={"input": "x", "model": "r-embed"}, timeout=90
+            )
             outcome["status"] = r.status_code
         except httpx.HTTPError as exc:
             outcome["error"] = type(exc).__name__
@@ -231,13 +253,22 @@ def test_thousand_mixed_requests_lose_none(stack):
                     r = c.post(url + "/embeddings", json={"model": "r-embed", "input": f"text {i}"})
                     ok = r.status_code == 200 and len(r.json()["data"]) == 1
                 elif kind == "chat":
-                    r = c.post(url + "/chat/completions", json={"model": "r-chat", "max_tokens": 8,
-                                                               "messages": [{"role": "user", "content": f"q{i}"}]})
+                    r = c.post(
+                        url + "/chat/completions",
+                        json={"model": "r-chat", "max_tokens": 8, "messages": [{"role": "user", "content": f"q{i}"}]},
+                    )
                     ok = r.status_code == 200 and "Hello world" in r.json()["choices"][0]["message"]["content"]
                 else:
-                    with c.stream("POST", url + "/chat/completions", json={
-                            "model": "r-chat", "max_tokens": 8, "stream": True,
-                            "messages": [{"role": "user", "content": f"s{i}"}]}) as r:
+                    with c.stream(
+                        "POST",
+                        url + "/chat/completions",
+                        json={
+                            "model": "r-chat",
+                            "max_tokens": 8,
+                            "stream": True,
+                            "messages": [{"role": "user", "content": f"s{i}"}],
+                        },
+                    ) as r:
                         body = "".join(r.iter_text())
                     ok = r.status_code == 200 and "[DONE]" in body
             except httpx.HTTPError:
@@ -282,9 +313,20 @@ def test_zz_down_during_streams_ends_them_cleanly(stack):
 
     def stream() -> None:
         try:
-            with httpx.Client(timeout=60) as c, c.stream("POST", stack["url"] + "/chat/completions", json={
-                    "model": "r-chat", "max_tokens": 400, "stream": True, "ignore_eos": True,
-                    "messages": [{"role": "user", "content": "go on"}]}) as r:
+            with (
+                httpx.Client(timeout=60) as c,
+                c.stream(
+                    "POST",
+                    stack["url"] + "/chat/completions",
+                    json={
+                        "model": "r-chat",
+                        "max_tokens": 400,
+                        "stream": True,
+                        "ignore_eos": True,
+                        "messages": [{"role": "user", "content": "go on"}],
+                    },
+                ) as r,
+            ):
                 body = "".join(r.iter_text())
             outcomes.append("finished" if "[DONE]" in body else "cut")
         except httpx.TimeoutException:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import run_memoria
+from tests.helpers import run_memoria
 
 
 def starts(log: str, name: str) -> list[float]:
@@ -33,8 +33,10 @@ def test_fatal_after_ready_stays_down_until_restart(home, standin_profile, tmp_p
     """A worker that crashes again and again after being ready: FATAL past the limit, then no restart for 30 s
     (systemd's "no more than N" rule), and `memoria restart` brings it back once the fault is gone."""
     flag = tmp_path / "broken"
-    prof = standin_profile(env_a={"STANDIN_CRASH_AFTER": "0.5", "STANDIN_FAIL_WHILE_FILE": str(flag)},
-                           supervision={"max_crashes": 2, "backoff_base": 0.5, "reset_after": 600})
+    prof = standin_profile(
+        env_a={"STANDIN_CRASH_AFTER": "0.5", "STANDIN_FAIL_WHILE_FILE": str(flag)},
+        supervision={"max_crashes": 2, "backoff_base": 0.5, "reset_after": 600},
+    )
     assert run_memoria("up", "-d", "-p", str(prof)).returncode == 0
 
     def alpha() -> dict:
@@ -72,8 +74,11 @@ def test_port_taken_by_a_foreign_process_is_refused(home, standin_profile, which
     prof = standin_profile()
     data = yaml.safe_load(prof.read_text())
     port = data["worker_port_base"] + 1 if which == "worker" else data["proxy"]["port"]
-    foreign = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    foreign = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             with socket.socket() as s:

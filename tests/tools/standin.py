@@ -38,8 +38,13 @@ def main() -> None:
     else:
         signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
     if env.get("STANDIN_GRANDCHILD"):
-        subprocess.Popen([sys.executable, "-c", "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-                          "while True: time.sleep(1)"])
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: time.sleep(1)",
+            ]
+        )
     time.sleep(float(env.get("STANDIN_START_DELAY", "0")))
     fail_file = env.get("STANDIN_FAIL_WHILE_FILE")
     if env.get("STANDIN_FAIL_AT_START") or (fail_file and os.path.exists(fail_file)):

@@ -109,8 +109,10 @@ class FakeGpu:
     @contextlib.contextmanager
     def installed(self):
         acc = torch.accelerator
-        saved = {k: getattr(acc, k) for k in ("get_memory_info", "memory_stats", "memory_reserved", "empty_cache",
-                                              "reset_peak_memory_stats")}
+        saved = {
+            k: getattr(acc, k)
+            for k in ("get_memory_info", "memory_stats", "memory_reserved", "empty_cache", "reset_peak_memory_stats")
+        }
         platform_saved = (type(current_platform).is_cuda_alike, type(current_platform).is_integrated_gpu)
 
         def empty_cache(*_a):
@@ -121,8 +123,10 @@ class FakeGpu:
             self.peak = self.allocated
 
         acc.get_memory_info = lambda *_a: (self.free, self.total)
-        acc.memory_stats = lambda *_a: {"allocated_bytes.all.peak": self.peak,
-                                        "allocated_bytes.all.current": self.allocated}
+        acc.memory_stats = lambda *_a: {
+            "allocated_bytes.all.peak": self.peak,
+            "allocated_bytes.all.current": self.allocated,
+        }
         acc.memory_reserved = lambda *_a: self.reserved
         acc.empty_cache, acc.reset_peak_memory_stats = empty_cache, reset_peak
         type(current_platform).is_cuda_alike = classmethod(lambda cls: True)
@@ -143,8 +147,9 @@ def simulate(w: dict, cfg, scale: float) -> dict:
     est = w["estimate"]
     gpu = FakeGpu(w["total"], w["free_at_start"] + est["cuda_context"])
     before = gpu.free
-    weights, act, non_torch, graphs = (int(est[k] * (1 if k == "weights" else scale))
-                                       for k in ("weights", "activation", "non_torch", "graphs"))
+    weights, act, non_torch, graphs = (
+        int(est[k] * (1 if k == "weights" else scale)) for k in ("weights", "activation", "non_torch", "graphs")
+    )
     cfg.compilation_config.cudagraph_mode = CUDAGraphMode.FULL_AND_PIECEWISE  # what CUDA runs (CPU: none)
     with gpu.installed():
         gpu.other_alloc(est["cuda_context"])
@@ -157,12 +162,20 @@ def simulate(w: dict, cfg, scale: float) -> dict:
             gpu.other_alloc(non_torch)
             gpu.torch_free(act)
 
-        runner = types.SimpleNamespace(model_memory_usage=weights, profile_run=profile_run,
-                                       profile_cudagraph_memory=lambda: graphs)
+        runner = types.SimpleNamespace(
+            model_memory_usage=weights, profile_run=profile_run, profile_cudagraph_memory=lambda: graphs
+        )
         fake = types.SimpleNamespace(
-            cache_config=cfg.cache_config, init_snapshot=init, requested_memory=requested, model_runner=runner,
-            vllm_config=cfg, model_config=cfg.model_config, parallel_config=cfg.parallel_config,
-            randomize_dummy_inputs=False, _scoped_allocator_max_split=lambda **_k: contextlib.nullcontext())
+            cache_config=cfg.cache_config,
+            init_snapshot=init,
+            requested_memory=requested,
+            model_runner=runner,
+            vllm_config=cfg,
+            model_config=cfg.model_config,
+            parallel_config=cfg.parallel_config,
+            randomize_dummy_inputs=False,
+            _scoped_allocator_max_split=lambda **_k: contextlib.nullcontext(),
+        )
         kv = Worker.determine_available_memory(fake)
         gpu.torch_alloc(kv)  # the KV cache tensors
         gpu.other_alloc(graphs)  # the graphs captured after it
@@ -178,14 +191,21 @@ def judge(w: dict) -> dict:
     cap = w["capability"][0] * 10 + w["capability"][1]
     if w["quantization"] == "fp8" and cap < Fp8Config.get_min_capability():
         return {"ok": False, "error": f"vLLM runs FP8 from compute capability {Fp8Config.get_min_capability()}"}
-    args = EngineArgs(model=folder_for(w["config"]), skip_tokenizer_init=True, max_model_len=w["max_model_len"],
-                      max_num_seqs=w["max_num_seqs"], max_num_batched_tokens=w["max_num_batched_tokens"],
-                      block_size=w["block_size"], gpu_memory_utilization=w["gmu"],
-                      **({"runner": "pooling"} if w["kind"] == "embedding" else {}))
+    args = EngineArgs(
+        model=folder_for(w["config"]),
+        skip_tokenizer_init=True,
+        max_model_len=w["max_model_len"],
+        max_num_seqs=w["max_num_seqs"],
+        max_num_batched_tokens=w["max_num_batched_tokens"],
+        block_size=w["block_size"],
+        gpu_memory_utilization=w["gmu"],
+        **({"runner": "pooling"} if w["kind"] == "embedding" else {}),
+    )
     with contextlib.redirect_stdout(io.StringIO()):
         cfg = args.create_engine_config(UsageContext.OPENAI_API_SERVER)
-    snapshot = MemorySnapshot(total_memory=w["total"], free_memory=w["free_at_start"], auto_measure=False,
-                              device="cuda:0")
+    snapshot = MemorySnapshot(
+        total_memory=w["total"], free_memory=w["free_at_start"], auto_measure=False, device="cuda:0"
+    )
     requested = request_memory(snapshot, cfg.cache_config)
     available = reserve_mm_ipc_gpu_memory(w["kv_bytes"], cfg.model_config.multimodal_config)
     specs = kv_specs(w)
@@ -201,8 +221,15 @@ def judge(w: dict) -> dict:
     longest = _estimate_max_model_len_from_groups(cfg, groups, usable)
     cfg.model_config.max_model_len = w["max_model_len"]
     simulated = {str(scale): simulate(w, cfg, scale) for scale in (1.0, 1.5)}
-    return {"ok": True, "requested": requested, "num_blocks": configs[0].num_blocks, "kv_tokens": tokens,
-            "concurrency": concurrency, "vllm_max_len": longest, "simulated": simulated}
+    return {
+        "ok": True,
+        "requested": requested,
+        "num_blocks": configs[0].num_blocks,
+        "kv_tokens": tokens,
+        "concurrency": concurrency,
+        "vllm_max_len": longest,
+        "simulated": simulated,
+    }
 
 
 out = []

@@ -12,10 +12,30 @@ import sys
 from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-KEEP = ("model_tag", "served_model_name", "host", "port", "max_model_len", "max_num_seqs", "kv_cache_memory_bytes",
-        "gpu_memory_utilization", "tensor_parallel_size", "dtype", "revision", "enforce_eager", "runner",
-        "reasoning_parser", "trust_remote_code", "enable_prefix_caching", "mm_processor_cache_gb",
-        "structured_outputs_config", "shutdown_timeout", "max_num_batched_tokens", "block_size", "kv_cache_dtype")
+KEEP = (
+    "model_tag",
+    "served_model_name",
+    "host",
+    "port",
+    "max_model_len",
+    "max_num_seqs",
+    "kv_cache_memory_bytes",
+    "gpu_memory_utilization",
+    "tensor_parallel_size",
+    "dtype",
+    "revision",
+    "enforce_eager",
+    "runner",
+    "reasoning_parser",
+    "trust_remote_code",
+    "enable_prefix_caching",
+    "mm_processor_cache_gb",
+    "structured_outputs_config",
+    "shutdown_timeout",
+    "max_num_batched_tokens",
+    "block_size",
+    "kv_cache_dtype",
+)
 
 out = []
 for argv in json.load(sys.stdin):

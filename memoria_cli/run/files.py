@@ -1,0 +1,28 @@
+"""File writes that never leave half a file behind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_atomic(path: Path, text: str, private: bool = True) -> None:
+    """tmp + fsync + rename: a reader sees the old file or the new one, never half of one. `private`: 0600
+    (the home's state and config); else as the umask says (a user's own outputs)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    mode = 0o600 if private else 0o666  # the umask narrows either
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+
+
+def copy_plugin(name: str, dest: Path) -> None:
+    """One of memoria_cli/plugins/, copied where another program's Python loads it (LiteLLM's plug-ins beside
+    its config, vLLM's start-up hook). Plugins import nothing of memoria's, so the copy runs on its own."""
+    write_atomic(dest, (PLUGINS / name).read_text(encoding="utf-8"))

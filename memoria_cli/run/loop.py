@@ -1,0 +1,187 @@
+"""The supervisor loop: hold the home's lock, start everything, keep it running until SIGTERM/SIGINT.
+
+The same loop runs in the foreground (`up`) and in the detached supervisor (`up -d` starts `_supervise`).
+Every transition is written to state.json at once and logged as one line in logs/supervisor.log.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from memoria_cli.core.errors import StartError
+from memoria_cli.core.profile import Profile
+from memoria_cli.core.worker_spec import PROXY, ProcessSpec
+from memoria_cli.run import processes
+from memoria_cli.run.home import Home
+from memoria_cli.run.lock import acquire_lock, release_lock
+from memoria_cli.run.logs import tail
+from memoria_cli.run.probes import HttpProber
+from memoria_cli.run.stack import Stack, preflight, write_proxy_files, write_vllm_site
+from memoria_cli.run.state import Phase, ProcessRecord, RunState, SupervisorRecord, write_state
+from memoria_cli.run.supervisor import Handle, Policy, Proc, Supervisor, Transition
+
+SUPERVISOR_LOG = "supervisor.log"
+
+
+class RealSpawner:
+    def __init__(self, extra_env: dict[str, dict[str, str]]) -> None:
+        self.extra_env = extra_env
+
+    def spawn(self, spec: ProcessSpec) -> processes.Child:
+        return processes.spawn(spec, self.extra_env.get(spec.name))
+
+    def stop(self, handles: list[Handle], grace: float) -> None:
+        processes.stop_groups([h for h in handles if isinstance(h, processes.Child)], grace)
+
+    def log_tail(self, spec: ProcessSpec, lines: int) -> list[str]:
+        return tail(spec.log, lines) if spec.log else []
+
+
+def snapshot(stack: Stack, sup: Supervisor, phase: Phase, started: float) -> RunState:
+    import psutil
+
+    me = psutil.Process()
+    offset = time.time() - time.monotonic()  # the supervisor's clock is monotonic; readers want wall time
+
+    def wall(t: float | None) -> float | None:
+        return t + offset if t is not None else None
+
+    procs = {}
+    for p in sup.procs:
+        w = next((w for w in stack.plan.workers if w.name == p.name), None)
+        entry = stack.profile.model(p.name) if w else None
+        procs[p.name] = ProcessRecord(
+            state=p.state.value,
+            reason=p.reason,
+            kind=w.kind if w else "proxy",
+            pid=p.handle.pid if p.handle else None,
+            create_time=p.handle.create_time if p.handle else None,
+            port=p.spec.port,
+            devices=list(p.spec.devices),
+            restarts=p.restarts,
+            started_at=wall(p.started_at),
+            ready_at=wall(p.ready_at),
+            log=str(p.spec.log),
+            aliases=entry.aliases if entry else [],
+            note=entry.note if entry else None,
+            model=entry.model if entry else None,
+        )
+    return RunState(
+        phase=phase,
+        supervisor=SupervisorRecord(me.pid, me.create_time(), started),
+        profile=stack.profile.name,
+        profile_path=str(stack.profile.source or ""),
+        url=stack.url,
+        auth=stack.auth,
+        engine=stack.plan.engine,
+        marker=stack.home.marker,
+        plan=stack.plan,
+        processes=procs,
+    )
+
+
+def transition_line(t: Transition, wall: float) -> str:
+    """One lifecycle line, like honcho's and systemd's: time, process, from, to, why."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(wall))
+    return f"{stamp} {t.name}: {t.old} -> {t.new}" + (f" ({t.why})" if t.why else "")
+
+
+def restart_requests(home: Home) -> list[str]:
+    """Names asked for by `memoria restart NAME` (one file each under requests/), consumed here."""
+    d = home.root / "requests"
+    names = []
+    if d.is_dir():
+        for f in sorted(d.glob("restart-*")):
+            names.append(f.name.removeprefix("restart-"))
+            f.unlink(missing_ok=True)
+    return names
+
+
+def request_restart(home: Home, name: str) -> None:
+    d = home.root / "requests"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"restart-{name}").write_text(str(time.time()))
+
+
+def policy_for(profile: Profile) -> Policy:
+    return Policy(startup_timeout=profile.startup_timeout, **profile.supervision.model_dump())
+
+
+def _open_log(path: Path) -> TextIO:
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a", encoding="utf-8", buffering=1)
+
+
+def supervise(
+    stack: Stack,
+    on_tick: Callable[[Supervisor, Phase], None] | None = None,
+    policy: Policy | None = None,
+    poll: float = 0.5,
+) -> None:
+    """Hold the lock, start everything, keep it running until SIGTERM/SIGINT; raise StartError if bring-up fails."""
+    lock = acquire_lock(stack.home)
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    started = time.time()
+    phase: Phase = "starting"
+    lifecycle = _open_log(stack.home.logs / SUPERVISOR_LOG)
+
+    def changed(t: Transition) -> None:
+        """Written at once: a stop that follows may block the loop for its grace period."""
+        lifecycle.write(transition_line(t, time.time()) + "\n")
+        write_state(stack.home.state_file, snapshot(stack, sup, phase, started))
+
+    extra = {PROXY: stack.proxy_env, **{n: {"VLLM_API_KEY": k} for n, k in stack.worker_keys.items()}}
+    sup = Supervisor(
+        stack.workers,
+        stack.proxy,
+        RealSpawner(extra),
+        HttpProber(stack.worker_keys),
+        time.monotonic,
+        policy or policy_for(stack.profile),
+        on_change=changed,
+    )
+    failure: Proc | None = None
+    try:
+        for note in preflight(stack):
+            print(f"memoria: {note}", flush=True)
+        write_proxy_files(stack.home.proxy_config, stack.proxy_config)
+        write_vllm_site(stack.home.vllm_site)
+        while not stopping:
+            for name in restart_requests(stack.home):
+                if any(p.name == name for p in sup.procs):
+                    sup.restart(name)
+            sup.tick()
+            if phase == "starting":
+                failure = sup.bringing_up_failed()
+                if failure:
+                    break
+                if sup.all_ready():
+                    phase = "running"
+                    write_state(stack.home.state_file, snapshot(stack, sup, phase, started))
+            if on_tick:
+                on_tick(sup, phase)
+            time.sleep(poll)
+    finally:
+        write_state(stack.home.state_file, snapshot(stack, sup, "stopping", started))
+        sup.stop_all()
+        processes.sweep(stack.home.marker)
+        write_state(stack.home.state_file, snapshot(stack, sup, "failed" if failure else "stopped", started))
+        for s, h in old.items():
+            signal.signal(s, h)
+        lifecycle.close()
+        release_lock(lock)
+    if failure:
+        raise StartError(f"{failure.name} could not start: {failure.reason}", f"see `memoria logs {failure.name}`")

@@ -1,0 +1,130 @@
+"""What `up` will run, computed before anything starts (so a bad plan launches nothing), and the checks and
+files it needs before the supervisor takes over."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from memoria_cli.core.errors import PreflightError
+from memoria_cli.core.inventory import Inventory, inventory_for
+from memoria_cli.core.model_facts import read_facts
+from memoria_cli.core.planner import Plan, plan
+from memoria_cli.core.profile import Profile, load_profile
+from memoria_cli.core.proxy_config import auth_env, render, worker_key_env, worker_keys
+from memoria_cli.core.worker_spec import LAUNCHER, PROXY, ProcessSpec, proxy_spec, worker_spec
+from memoria_cli.run import processes
+from memoria_cli.run.files import copy_plugin, write_atomic
+from memoria_cli.run.home import Home
+from memoria_cli.run.runtimes import Runtimes
+from memoria_cli.run.state import read_state, supervisor_alive
+
+# What LiteLLM loads from beside its config: name there -> file in memoria_cli/plugins/.
+PROXY_PLUGINS = {
+    "memoria_hooks.py": "litellm_hooks.py",
+    "memoria_fastpath.py": "proxy_fastpath.py",
+    "memoria_transcripts.py": "transcripts.py",
+    LAUNCHER: "proxy_launcher.py",
+}
+VLLM_SITE = {"sitecustomize.py": "vllm_hooks.py"}  # what a CPU worker's PYTHONPATH loads at start-up
+
+
+@dataclass
+class Stack:
+    home: Home
+    profile: Profile
+    plan: Plan
+    workers: list[ProcessSpec]
+    proxy: ProcessSpec
+    proxy_config: dict[str, Any]
+    auth: bool
+    proxy_env: dict[str, str] = field(repr=False)  # may hold the master key: never logged, never in argv
+    worker_keys: dict[str, str] = field(default_factory=dict, repr=False)  # name -> its VLLM_API_KEY (with auth)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.plan.proxy_host}:{self.plan.proxy_port}/v1"
+
+
+def make_plan(profile: Profile, gpus: str | None) -> tuple[Inventory, Plan]:
+    inv = inventory_for(gpus)
+    facts = {m.name: read_facts(m) for m in profile.models}
+    return inv, plan(profile, inv, facts)
+
+
+def specs_for(the_plan: Plan, profile: Profile, vllm_exe: str, home: Home) -> list[ProcessSpec]:
+    """Every worker's spec, logging and caching under `home`."""
+    return [
+        worker_spec(w, profile.model(w.name), vllm_exe, home.log_for(w.name), home.marker, home.cache, home.vllm_site)
+        for w in the_plan.workers
+    ]
+
+
+def prepare(home: Home, profile_name: str, gpus: str | None = None, given: Plan | None = None) -> Stack:
+    """The whole stack from a profile: planned here, or `given` (the plan `up` showed, handed to its detached
+    supervisor so that the plan shown is the plan run)."""
+    profile = load_profile(profile_name)
+    the_plan = given if given is not None else make_plan(profile, gpus)[1]
+    vllm, litellm = Runtimes(home.runtimes).require()
+    auth, env = auth_env(profile.proxy.host)
+    env["MEMORIA_LOOPBACK_ONLY"] = "0" if auth else "1"  # proxy_fastpath.RequestGuard: Host checked without a key
+    keys = worker_keys(the_plan) if auth else {}
+    for i, w in enumerate(the_plan.workers):
+        if w.name in keys:
+            env[worker_key_env(i)] = keys[w.name]
+    specs = specs_for(the_plan, profile, vllm, home)
+    proxy = proxy_spec(the_plan, litellm, home.proxy_config, home.log_for(PROXY), home.marker)
+    return Stack(
+        home=home,
+        profile=profile,
+        plan=the_plan,
+        workers=specs,
+        proxy=proxy,
+        proxy_config=render(the_plan, profile, auth),
+        auth=auth,
+        proxy_env=env,
+        worker_keys=keys,
+    )
+
+
+def preflight(stack: Stack) -> list[str]:
+    """Refuse before anything starts: leftovers of a dead run are swept (they are ours), ports must be free."""
+    notes = []
+    state, note = read_state(stack.home.state_file)
+    if note:
+        notes.append(note)
+    if not supervisor_alive(state):
+        left = processes.sweep(stack.home.marker)
+        if left:
+            notes.append(f"stopped {len(left)} process(es) left by a previous run that did not stop cleanly")
+    for spec in [*stack.workers, stack.proxy]:
+        host = stack.plan.proxy_host if spec.role == "proxy" else "127.0.0.1"
+        owner = processes.port_owner(spec.port, host)
+        if owner:
+            what = "proxy.port" if spec.role == "proxy" else "worker_port_base"
+            raise PreflightError(
+                f"port {spec.port} (for {spec.name}) is taken by {owner}",
+                f"stop that process, or change {what} in the profile",
+            )
+    return notes
+
+
+def write_proxy_files(path: Path, config: dict[str, Any]) -> None:
+    """The LiteLLM config and, beside it, the plug-ins it names and the launcher (LiteLLM loads callbacks by
+    path from the config's folder)."""
+    import yaml
+
+    for copy, source in PROXY_PLUGINS.items():
+        copy_plugin(source, path.with_name(copy))
+    write_atomic(
+        path,
+        "# written by memoria from the plan; edits are overwritten at the next `up`\n"
+        + yaml.safe_dump(config, sort_keys=False),
+    )
+
+
+def write_vllm_site(folder: Path) -> None:
+    """memoria's start-up hook for vLLM (plugins/vllm_hooks.py), where CPU workers' PYTHONPATH looks for it."""
+    for copy, source in VLLM_SITE.items():
+        copy_plugin(source, folder / copy)
