@@ -12,4 +12,6 @@ python3 -m venv .venv
 # speech and audio formats for the transcription tests (Debian's espeak-ng and sox)
 command -v espeak-ng >/dev/null && command -v sox >/dev/null || { apt-get update -qq && apt-get install -y -qq espeak-ng sox >/dev/null; }
 .venv/bin/ruff check memoria_cli tests bench
+.venv/bin/ruff format --check -q memoria_cli tests bench
+.venv/bin/mypy  # --strict on memoria_cli ([tool.mypy] in pyproject.toml)
 exec .venv/bin/python -m pytest -v --durations=15 --timeout 1200 tests "$@"

@@ -118,3 +118,26 @@ def tiny_stack(tmp_path_factory):
         assert down.returncode == 0, down.stderr
         if marker:
             assert marked(marker) == [], "memoria down left processes behind"
+
+
+PROCESS_FIXTURES = {"standin", "standin_profile", "memoria", "tiny_stack"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start processes are `medium` unless marked `slow`: the fast tier (`-m "not medium and not
+    slow"`) starts none. A module that starts processes without these fixtures marks itself."""
+    for item in items:
+        if item.get_closest_marker("slow") is None and PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.medium)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiers are kept true: a test marked neither medium nor slow that starts a process fails, saying so."""
+    if request.node.get_closest_marker("medium") or request.node.get_closest_marker("slow"):
+        return
+
+    def refuse(self: subprocess.Popen[bytes], *args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{request.node.nodeid} starts a process: mark it medium (or slow)")
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)

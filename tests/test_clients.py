@@ -333,6 +333,7 @@ def bad_inputs(tmp: os.PathLike) -> list[tuple[list[str], str]]:
     ]
 
 
+@pytest.mark.medium
 def test_bad_input_table(tmp_path, home):
     for args, words in bad_inputs(tmp_path):
         r = run_memoria(*args)
@@ -341,6 +342,7 @@ def test_bad_input_table(tmp_path, home):
         assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
 
 
+@pytest.mark.medium
 def test_unknown_model_and_server_not_running(tmp_path, home):
     r = run_memoria("chat", "hi", "--base-url", "http://127.0.0.1:9/v1")
     assert r.returncode == 9 and "cannot reach" in r.stderr and "Traceback" not in r.stderr

@@ -20,6 +20,8 @@ from memoria_cli.core.units import GiB
 from memoria_cli.run.runtimes import VLLM_VERSION
 from tests.oracle import oracle_inputs, run_oracle
 
+pytestmark = pytest.mark.medium  # starts processes: a runtime's python, the CLI, a build
+
 DEFAULT = load_profile("default")
 FACTS = {m.name: read_facts(m) for m in DEFAULT.models}
 MATRIX = [

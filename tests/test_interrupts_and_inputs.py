@@ -20,6 +20,8 @@ from memoria_cli.commands.ocr import output_names
 from memoria_cli.core.errors import InputError
 from tests.helpers import run_memoria
 
+pytestmark = pytest.mark.medium  # starts processes: a runtime's python, the CLI, a build
+
 
 class Hanging(BaseHTTPRequestHandler):
     """Lists one model of each kind, then never answers a POST (a request that takes the whole timeout)."""

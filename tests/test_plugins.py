@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from memoria_cli.run.stack import PROXY_PLUGINS, VLLM_SITE
 
 PLUGINS = Path(__file__).resolve().parent.parent / "memoria_cli" / "plugins"
@@ -32,6 +34,7 @@ def test_plugins_import_nothing_of_memoria():
             assert not any(m.startswith("memoria_cli") for m in mods), (name, mods)
 
 
+@pytest.mark.medium
 def test_the_client_renders_transcripts_with_litellm_importable(tmp_path):
     """A LiteLLM whose proxy server fails on import: the client must not touch it (it used to crash)."""
     fake = tmp_path / "litellm"

@@ -58,6 +58,7 @@ def test_auth_from_environment_and_loopback_rule():
 
 
 @pytest.mark.parametrize("auth", [False, True])
+@pytest.mark.medium
 def test_litellm_accepts_the_config(tmp_path, auth):
     exe = Runtimes(DEFAULT_RUNTIMES).litellm.with_name("litellm")
     if not exe.exists():

@@ -23,6 +23,8 @@ for _ in range(100):
 print(s.sched_yield is u.sched_yield, s.sched_yield.__name__, round((time.perf_counter() - t) * 1e4))
 """
 
+pytestmark = pytest.mark.medium  # starts processes: a runtime's python, the CLI, a build
+
 
 @pytest.fixture
 def site(tmp_path) -> Path:

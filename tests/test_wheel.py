@@ -8,6 +8,10 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.medium  # starts processes: a runtime's python, the CLI, a build
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

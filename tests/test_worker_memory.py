@@ -8,6 +8,7 @@ import sys
 from types import SimpleNamespace
 
 import psutil
+import pytest
 
 from memoria_cli.commands.status import worker_memory
 from memoria_cli.core.inventory import probe_gpus
@@ -43,6 +44,7 @@ class FakeNvml:
         return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in self.procs]
 
 
+@pytest.mark.medium
 def test_nvml_figures_are_summed_over_the_workers_process_tree(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # stands for the engine core

@@ -98,6 +98,7 @@ def vllm_parse(argvs: list[list[str]]) -> list[dict]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.medium
 def test_every_generated_argv_passes_vllms_own_parser():
     argvs, expect = [], []
     for gpus in ("L4", "H100", "2xA100", "cpu"):

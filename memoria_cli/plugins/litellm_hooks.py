@@ -165,11 +165,17 @@ def compose(app: Any, router: Any = None, environ: dict[str, str] | None = None)
 
             return proxy_server.llm_router
 
-    fast = None
-    if fp.enabled(env):
-        key = env.get("LITELLM_MASTER_KEY") or None
-        fast = lambda inner: fp.FastPath(inner, router, key)  # noqa: E731
-    return front(app, fast, lambda inner: fp.BodyLimit(fp.guard(inner, env), fp.body_limit(env)))
+    made: list[Any] = []
+
+    def fast(inner: Any) -> Any:
+        made.append(fp.FastPath(inner, router, env.get("LITELLM_MASTER_KEY") or None))
+        return made[-1]
+
+    served = front(
+        app, fast if fp.enabled(env) else None, lambda inner: fp.BodyLimit(fp.guard(inner, env), fp.body_limit(env))
+    )
+    served.memoria_fast = made[0] if made else None  # its upstream session, for whoever closes it
+    return served
 
 
 try:  # loaded by the LiteLLM proxy

@@ -142,6 +142,28 @@ def map_chat_body(raw: bytes) -> bytes:
     return _dumps(obj) if rename_reasoning(obj) else raw
 
 
+# vLLM's words when a prompt leaves no room for an answer: it sets max_tokens to the context left, and refuses
+# 0 (vllm/sampling_params.py `_verify_args`). The user's question is "why", so the answer says it.
+NO_ROOM = b"max_tokens must be at least 1, got 0"
+
+
+def explain_error(raw: bytes) -> bytes:
+    """A 400 from a chat worker, reworded where vLLM's words hide the cause; otherwise untouched."""
+    if NO_ROOM not in raw:
+        return raw
+    try:
+        obj = json.loads(raw)
+        error = obj["error"]
+        said = str(error["message"])
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+        return raw
+    error["message"] = (
+        "the conversation fills the model's whole context: no room is left for an answer. Shorten it (drop "
+        f"earlier turns) or start a new one, or give the model a longer context in the profile (vLLM: {said})"
+    )
+    return _dumps(obj)
+
+
 class SseRenamer:
     """Server-sent events in, the same events out with `reasoning` renamed; events split across reads are
     held until whole. Events without the word pass as they came."""
@@ -286,6 +308,8 @@ class FastPath:
                     return False
                 if t.chat and resp.status == 200:
                     body = map_chat_body(body)
+                elif t.chat and resp.status == 400:
+                    body = explain_error(body)
                 await send(
                     {
                         "type": "http.response.start",
