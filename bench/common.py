@@ -34,7 +34,7 @@ def tiny_stack(home: Path, port_base: int = 23301):
     models = build_tiny_models()
     home.mkdir(parents=True, exist_ok=True)
     profile = tiny_models_profile(home / "bench.yaml", models, port_base)
-    from memoria_cli.run.home import Home
+    from memoria_cli.core.home import Home
 
     env = {"MEMORIA_HOME": str(home), "MEMORIA_RUNTIMES": str(Home.from_env().runtimes)}  # the set-up runtimes
     r = memoria("up", "-d", "-p", str(profile), env=env)
@@ -61,7 +61,7 @@ def demo_profile(
     extended by `model_env`); returns (profile, env for `memoria`)."""
     import yaml
 
-    from memoria_cli.run.home import Home
+    from memoria_cli.core.home import Home
     from tests.helpers import free_ports
 
     home.mkdir(parents=True, exist_ok=True)

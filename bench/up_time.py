@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 from common import interleave, median, memoria
 
-from memoria_cli.run.home import Home
+from memoria_cli.core.home import Home
 from tests.helpers import build_tiny_models, free_ports, tiny_models_profile
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 2

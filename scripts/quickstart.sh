@@ -9,8 +9,8 @@ python3 -m venv .venv
 .venv/bin/pip install -q -e . 2>&1 | quiet
 .venv/bin/memoria setup
 .venv/bin/memoria up -d --profile demo
-echo; echo '$ memoria chat "What is the capital of France?"'
-.venv/bin/memoria chat "What is the capital of France?" --temperature 0
+echo; echo '$ memoria chat "What is the capital of France? Answer in one word."'
+.venv/bin/memoria chat "What is the capital of France? Answer in one word."
 if command -v espeak-ng >/dev/null; then
   espeak-ng -s 150 -w /tmp/memoria-speech.wav "the quick brown fox jumps over the lazy dog"
   echo '$ memoria transcribe /tmp/memoria-speech.wav'

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from memoria_cli.run.home import Home
+from memoria_cli.core.home import Home
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = Path(__file__).resolve().parent / "tools"
@@ -165,7 +165,7 @@ def run_state(
     supervisor: tuple[int, float] = (1, 0.0),
 ) -> Any:
     """A RunState as the supervisor writes it, for tests of its readers (`processes`: name -> record fields)."""
-    from memoria_cli.core.planner import Plan
+    from memoria_cli.core.plan import Plan
     from memoria_cli.run.state import ProcessRecord, RunState, SupervisorRecord
 
     procs = {n: ProcessRecord(**{"state": "ready", "port": 1, **p}) for n, p in (processes or {}).items()}
@@ -181,7 +181,7 @@ def run_state(
 
 def worker_plan(**fields: Any) -> Any:
     """A chat WorkerPlan with these fields (the rest are placeholders), for tests of what reads plans."""
-    from memoria_cli.core.planner import WorkerPlan
+    from memoria_cli.core.plan import WorkerPlan
 
     base: dict[str, Any] = {
         "name": "chat",

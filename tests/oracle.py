@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from memoria_cli.core.gpu_memory import BLOCK_SIZE, CUDA_CONTEXT
+from memoria_cli.core.home import Home
 from memoria_cli.core.inventory import Inventory
 from memoria_cli.core.model_facts import Facts
-from memoria_cli.core.planner import Plan
-from memoria_cli.run.home import Home
+from memoria_cli.core.plan import Plan
 from memoria_cli.run.runtimes import Runtimes
 
 ORACLE = Path(__file__).resolve().parent / "tools" / "vllm_oracle.py"

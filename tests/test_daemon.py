@@ -14,8 +14,8 @@ from dataclasses import replace
 
 import psutil
 
+from memoria_cli.core.home import Home
 from memoria_cli.core.worker_spec import MARKER_ENV
-from memoria_cli.run.home import Home
 from memoria_cli.run.processes import marked
 from memoria_cli.run.state import read_state, write_state
 from tests.helpers import run_memoria, run_state, wait_for

@@ -196,7 +196,7 @@ def test_startup_timeout_counts_as_failed_start():
     clk.t += 61
     sup.tick()
     p = sup.get("a")
-    assert p.state == S.BACKOFF and "not ready after 60 s" in p.reason and sp.stopped
+    assert p.state == S.BACKOFF and "not ready after 60 s" in p.reason and sp.stopped == [sp.handles["a"].pid]
 
 
 def test_liveness_misses_restart_after_three():
@@ -211,7 +211,7 @@ def test_liveness_misses_restart_after_three():
         sup.tick()
         states.append(sup.get("a").state)
     assert states == [S.UNHEALTHY, S.UNHEALTHY, S.BACKOFF]
-    assert sp.stopped  # the hung one was killed before the restart
+    assert sp.stopped == [sp.handles["a"].pid]  # the hung one was killed before the restart
 
 
 def test_too_many_crashes_in_window_is_fatal():
@@ -287,6 +287,7 @@ def test_a_hung_engine_behind_a_live_health_is_restarted():
     for _ in range(3):
         sup.tick()
     assert sup.all_ready()
+    first = sp.handles["a"].pid
 
     def run_for(seconds: float, **progress: Progress) -> None:
         end = clk.t + seconds
@@ -304,7 +305,7 @@ def test_a_hung_engine_behind_a_live_health_is_restarted():
     assert sup.get("a").state == S.READY
     run_for(4, a=Progress(in_flight=3, done=20.0))
     assert sup.get("a").state == S.BACKOFF and "no progress for 10 s" in sup.get("a").reason
-    assert sp.stopped  # its group was stopped, to be started again
+    assert sp.stopped == [first]  # its group was stopped, to be started again
     assert sup.get("b").state == S.READY and sup.get(PROXY).state == S.READY
 
 
@@ -319,3 +320,28 @@ vllm:num_requests_running{engine="0",model_name="a"} 4.0
 vllm:kv_cache_usage_perc{engine="0",model_name="a"} 0.25
 """
     assert progress_total(text) == 153.0 + 250_000.0  # the KV usage moves with each prefill chunk
+
+
+def test_every_transition_is_reported_once_with_its_reason():
+    """The lifecycle log's source (run/loop.py writes one line each): from, to and why, in order."""
+    from memoria_cli.run.loop import transition_line
+    from memoria_cli.run.supervisor import Transition
+
+    seen: list[Transition] = []
+    sup = Supervisor([spec("a")], None, FakeSpawner(), FakeProber(), Clock(), Policy(jitter=0.0), on_change=seen.append)
+    sup.prober.ready_set.add("a")
+    sup.tick()
+    sup.tick()
+    sup.prober.dead.add("a")
+    for _ in range(3):
+        sup.clock.t += 10
+        sup.tick()
+    assert [(t.old, t.new) for t in seen] == [
+        ("stopped", "starting"),
+        ("starting", "ready"),
+        ("ready", "unhealthy"),
+        ("unhealthy", "unhealthy"),
+        ("unhealthy", "backoff"),
+    ]
+    assert seen[-1].why.startswith("3 missed health checks: restarted; retry in 2.0 s")
+    assert transition_line(seen[1], 0.0).endswith(" a: starting -> ready (ready in 0.0 s)")

@@ -7,7 +7,7 @@ import time
 from rich.table import Table
 
 from memoria_cli.core.inventory import Inventory
-from memoria_cli.core.planner import Plan
+from memoria_cli.core.plan import Plan
 from memoria_cli.core.units import fmt_size
 from memoria_cli.run.state import ProcessRecord, RunState
 from memoria_cli.run.vllm_report import StartupReport, budget_of

@@ -69,7 +69,7 @@ def _checked(ep: Endpoint) -> Endpoint:
 
 
 def running_state() -> RunState | None:
-    from memoria_cli.run.home import Home
+    from memoria_cli.core.home import Home
     from memoria_cli.run.state import read_state
 
     state, _ = read_state(Home.from_env().state_file)

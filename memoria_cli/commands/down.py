@@ -24,8 +24,8 @@ def down_cmd(
     from dataclasses import replace
 
     from memoria_cli.cli.console import err, say
+    from memoria_cli.core.home import Home
     from memoria_cli.run import processes
-    from memoria_cli.run.home import Home
     from memoria_cli.run.lock import lock_holder
     from memoria_cli.run.state import read_state, supervisor_alive, write_state
 

@@ -21,7 +21,7 @@ def logs_cmd(
     import re
 
     from memoria_cli.core.errors import InputError, Interrupted, Terminated
-    from memoria_cli.run.home import Home
+    from memoria_cli.core.home import Home
     from memoria_cli.run.logs import tail
 
     if lines < 1 or lines > 1_000_000:

@@ -30,9 +30,9 @@ def plan_cmd(
     Example: `memoria plan --gpus L4` or `memoria plan -p default --gpus 2x80GiB --json`.
     """
     from memoria_cli.cli.views import plan_table
+    from memoria_cli.core.home import Home
     from memoria_cli.core.profile import load_profile
     from memoria_cli.core.worker_spec import render_argv
-    from memoria_cli.run.home import Home
     from memoria_cli.run.runtimes import Runtimes
     from memoria_cli.run.stack import make_plan, specs_for
 

@@ -31,7 +31,7 @@ def pull_cmd(profile: str = PROFILE) -> None:
 def pull_missing(prof: Profile, quiet_if_none: bool = True) -> None:
     """Pull every model of `prof` not yet in the store, with a spinner saying what happens."""
     from memoria_cli.cli.console import err, say
-    from memoria_cli.run.home import Home
+    from memoria_cli.core.home import Home
     from memoria_cli.run.runtimes import Runtimes
     from memoria_cli.run.store import missing, pull
 

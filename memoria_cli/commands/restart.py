@@ -18,7 +18,7 @@ def restart_cmd(
     """Ask the running supervisor to restart NAME, resetting its failure counters. Example: `memoria restart proxy`."""
     from memoria_cli.cli.console import say
     from memoria_cli.core.errors import InputError, NotRunning
-    from memoria_cli.run.home import Home
+    from memoria_cli.core.home import Home
     from memoria_cli.run.loop import request_restart
     from memoria_cli.run.state import read_state, supervisor_alive
 

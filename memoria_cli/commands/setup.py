@@ -19,7 +19,7 @@ def setup_cmd(
     """
     from memoria_cli.cli.console import err, say
     from memoria_cli.core.errors import InputError
-    from memoria_cli.run.home import Home
+    from memoria_cli.core.home import Home
     from memoria_cli.run.runtimes import Runtimes, setup_litellm, setup_vllm
 
     if engine not in ("auto", "cuda", "cpu") or only not in ("all", "vllm", "litellm"):

@@ -54,7 +54,7 @@ def status_cmd(as_json: bool = JSON) -> None:
     Exit code 0 when the stack runs, 8 when it does not. Example: `memoria status --json | jq .processes`.
     """
     from memoria_cli.core.errors import NotRunning
-    from memoria_cli.run.home import Home
+    from memoria_cli.core.home import Home
     from memoria_cli.run.logs import tail
     from memoria_cli.run.state import read_state, supervisor_alive
 

@@ -13,8 +13,8 @@ def register(app: typer.Typer) -> None:
 
 def supervise_cmd(handoff: Path = typer.Option(..., "--handoff", help="The plan `up` showed (run/detach.py).")) -> None:
     from memoria_cli.core.errors import MemoriaError
+    from memoria_cli.core.home import Home
     from memoria_cli.run.detach import read_handoff, write_failure
-    from memoria_cli.run.home import Home
     from memoria_cli.run.loop import supervise
     from memoria_cli.run.stack import prepare
 

@@ -16,7 +16,7 @@ from memoria_cli.cli.options import PROFILE
 
 if TYPE_CHECKING:
     from memoria_cli.core.errors import MemoriaError
-    from memoria_cli.run.home import Home
+    from memoria_cli.core.home import Home
     from memoria_cli.run.stack import Stack
     from memoria_cli.run.state import RunState
     from memoria_cli.run.supervisor import Supervisor
@@ -43,8 +43,8 @@ def up_cmd(
     Example: `memoria up -d --profile demo`, then `memoria status`.
     """
     from memoria_cli.commands.pull import pull_missing
+    from memoria_cli.core.home import Home
     from memoria_cli.core.profile import load_profile
-    from memoria_cli.run.home import Home
     from memoria_cli.run.lock import refuse_if_running
     from memoria_cli.run.stack import preflight, prepare
 
@@ -99,9 +99,10 @@ def _detached(home: Home, stack: Stack) -> None:
     from memoria_cli.cli.views import status_table
     from memoria_cli.core.errors import Interrupted
     from memoria_cli.run.detach import Handoff, clean, write_handoff
+    from memoria_cli.run.files import ensure_home
     from memoria_cli.run.loop import SUPERVISOR_LOG
 
-    home.ensure()
+    ensure_home(home)
     log = home.logs / SUPERVISOR_LOG
     handoff = write_handoff(home, Handoff(profile=str(stack.profile.source), plan=stack.plan))
     # Not marked like the workers: a racing `up` sweeps marked leftovers, and must not take a supervisor that

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from memoria_cli.core.kinds import KINDS, Kind
-from memoria_cli.core.model_facts import Facts
 from memoria_cli.core.units import GiB, MiB
 
+if TYPE_CHECKING:
+    from memoria_cli.core.model_facts import Facts
+
 BLOCK_SIZE = 16  # tokens per KV block; memoria pins --block-size 16 (vLLM's CUDA default, vllm/config/cache.py)
+CPU_BATCHED_TOKENS = 2048  # vLLM's CPU default for the API server (engine/arg_utils.py `get_batch_defaults`)
 CPU_BLOCK_SIZE = 128  # the CPU engine's default block size (vllm/platforms/cpu.py `check_and_update_config`)
 
 # The worker's CUDA context and torch/NCCL set-up, created before the free-memory snapshot

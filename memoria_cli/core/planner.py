@@ -12,12 +12,12 @@ naming the smallest changes that do fit, each found by planning it.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 from memoria_cli.core.errors import PlanError
 from memoria_cli.core.gpu_memory import (
     BLOCK_SIZE,
+    CPU_BATCHED_TOKENS,
     CPU_BLOCK_SIZE,
     CUDA_CONTEXT,
     KvLayout,
@@ -27,8 +27,9 @@ from memoria_cli.core.gpu_memory import (
     worker_memory,
 )
 from memoria_cli.core.inventory import Cpu, Gpu, Inventory
-from memoria_cli.core.kinds import KINDS, Kind
+from memoria_cli.core.kinds import KINDS
 from memoria_cli.core.model_facts import Facts
+from memoria_cli.core.plan import DevicePlan, Plan, WorkerPlan
 from memoria_cli.core.profile import ModelEntry, Profile
 from memoria_cli.core.units import GiB, MiB, fmt_size
 
@@ -42,109 +43,6 @@ CPU_MARGIN_FRACTION = 0.10
 CPU_PROXY_RESERVE = GiB // 2  # the LiteLLM proxy (~0.35 GB RSS) runs beside the workers
 CPU_KV_FLOOR = 64 * MiB
 CPU_KV_CAP = 2 * GiB  # RAM is shared with everything else: do not hoard it
-CPU_BATCHED_TOKENS = 2048  # vLLM's CPU default for the API server (engine/arg_utils.py `get_batch_defaults`)
-
-
-@dataclass(frozen=True)
-class WorkerPlan:
-    name: str
-    kind: Kind
-    model: str
-    devices: tuple[int, ...]  # GPU indexes; () on the CPU engine
-    tensor_parallel: int
-    dtype: str | None
-    weights: int  # total across its GPUs
-    fixed: int  # everything but the KV cache (CUDA contexts included), total across its GPUs
-    kv_bytes: int  # total across its GPUs
-    kv_per_token: int
-    context: int
-    max_num_seqs: int
-    gmu: float | None  # per GPU; None on the CPU engine
-    port: int
-    cpu_cores: str | None = None  # VLLM_CPU_OMP_THREADS_BIND on the CPU engine
-    facts_source: str = ""
-    why: tuple[str, ...] = ()
-    max_num_batched_tokens: int = CPU_BATCHED_TOKENS
-    activation: int = 0  # per GPU (the profile run's peak)
-    graphs: int = 0  # per GPU
-    non_torch: int = 0  # per GPU
-    cuda_context: int = 0  # per GPU, outside the utilization figure
-    kv_cache_dtype: str = "auto"
-    block_size: int = BLOCK_SIZE  # --block-size: the contexts are whole blocks of it
-    kv_tokens: int = 0  # what vLLM will log as "KV cache size: N tokens"
-    concurrency: float = 0.0  # vLLM's "Maximum concurrency for <context> tokens per request"
-
-    @property
-    def sequences_at_full_context(self) -> float:
-        return self.concurrency or self.kv_bytes / max(1, self.kv_per_token * self.context)
-
-    @property
-    def budget(self) -> int:
-        return self.fixed + self.kv_bytes
-
-
-@dataclass(frozen=True)
-class DevicePlan:
-    index: int
-    name: str
-    total: int
-    free: int
-    margin: int
-    planned: int
-
-    @property
-    def usable(self) -> int:
-        return self.free - self.margin
-
-
-@dataclass(frozen=True)
-class Plan:
-    engine: str
-    workers: tuple[WorkerPlan, ...]
-    devices: tuple[DevicePlan, ...]
-    proxy_host: str
-    proxy_port: int
-    notes: tuple[str, ...] = field(default=())
-    proxy_workers: int = 1
-    proxy_fast_path: bool = True
-    proxy_max_body: int = 32 * MiB
-    proxy_allowed_origins: tuple[str, ...] = ()
-
-    def worker(self, name: str) -> WorkerPlan:
-        return next(w for w in self.workers if w.name == name)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for w, wd in zip(self.workers, d["workers"], strict=True):
-            wd["sequences_at_full_context"] = round(w.sequences_at_full_context, 2)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Plan:
-        """The plan back from `to_dict` (state.json, and the plan `up` hands its detached supervisor), so what
-        runs is the plan that was shown. TypeError or KeyError for another shape."""
-        workers = tuple(
-            WorkerPlan(**{**_known(WorkerPlan, w), "devices": tuple(w["devices"]), "why": tuple(w.get("why", ()))})
-            for w in d["workers"]
-        )
-        devices = tuple(DevicePlan(**_known(DevicePlan, x)) for x in d["devices"])
-        return cls(
-            **{
-                **_known(cls, d),
-                "workers": workers,
-                "devices": devices,
-                "notes": tuple(d.get("notes", ())),
-                "proxy_allowed_origins": tuple(d.get("proxy_allowed_origins", ())),
-            }
-        )
-
-
-def _known(cls: type, d: Any) -> dict[str, Any]:
-    """The entries of `d` that are fields of the dataclass `cls` (to_dict adds derived figures)."""
-    if not isinstance(d, dict):
-        raise TypeError(f"{cls.__name__}: expected an object")
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in d.items() if k in names}
 
 
 @dataclass(frozen=True)

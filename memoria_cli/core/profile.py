@@ -304,7 +304,7 @@ def _anchor(entry: object, base: Path) -> object:
     if isinstance(entry, dict) and isinstance(entry.get("model"), str):
         m = entry["model"]
         if m.startswith("home:"):
-            from memoria_cli.run.home import Home
+            from memoria_cli.core.home import Home
 
             entry = {**entry, "model": str(Home.from_env().root / m.removeprefix("home:"))}
         elif m.startswith(("./", "../", "~")):

@@ -12,7 +12,7 @@ from typing import Any
 
 from memoria_cli.core.errors import PreflightError
 from memoria_cli.core.kinds import KINDS
-from memoria_cli.core.planner import Plan
+from memoria_cli.core.plan import Plan
 from memoria_cli.core.profile import Profile
 from memoria_cli.core.units import REQUEST_TIMEOUT
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from memoria_cli.core.kinds import KINDS
-from memoria_cli.core.planner import Plan, WorkerPlan
+from memoria_cli.core.plan import Plan, WorkerPlan
 from memoria_cli.core.profile import ModelEntry
 from memoria_cli.plugins.vllm_hooks import PAUSE_ENV
 

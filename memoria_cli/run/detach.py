@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from memoria_cli.core.errors import MemoriaError, error_for
-from memoria_cli.core.planner import Plan
+from memoria_cli.core.home import Home
+from memoria_cli.core.plan import Plan
 from memoria_cli.run.files import write_atomic
-from memoria_cli.run.home import Home
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from memoria_cli.core.home import Home
+
 
 def write_atomic(path: Path, text: str, private: bool = True) -> None:
     """tmp + fsync + rename: a reader sees the old file or the new one, never half of one. `private`: 0600
@@ -26,3 +28,24 @@ def copy_plugin(name: str, dest: Path) -> None:
     """One of memoria_cli/plugins/, copied where another program's Python loads it (LiteLLM's plug-ins beside
     its config, vLLM's start-up hook). Plugins import nothing of memoria's, so the copy runs on its own."""
     write_atomic(dest, (PLUGINS / name).read_text(encoding="utf-8"))
+
+
+def ensure_home(home: Home) -> None:
+    """The home's folders, private to their owner: logs hold prompts and answers."""
+    from memoria_cli.core.errors import InputError
+
+    for d in (home.root, home.logs, home.cache):
+        try:
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if d.stat().st_mode & 0o077:
+                d.chmod(0o700)
+        except FileExistsError:
+            raise InputError(
+                f"the memoria home needs a folder at {d}, and a file is there",
+                "move the file, or point MEMORIA_HOME elsewhere",
+            ) from None
+        except PermissionError:
+            raise InputError(
+                f"cannot write the memoria home at {d}: permission denied",
+                "point MEMORIA_HOME at a folder you can write",
+            ) from None

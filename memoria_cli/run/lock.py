@@ -7,7 +7,8 @@ import fcntl
 import os
 
 from memoria_cli.core.errors import PreflightError
-from memoria_cli.run.home import Home
+from memoria_cli.core.home import Home
+from memoria_cli.run.files import ensure_home
 
 
 def _try_lock(fd: int) -> int | None:
@@ -22,7 +23,7 @@ def _try_lock(fd: int) -> int | None:
 
 def acquire_lock(home: Home) -> int:
     """Hold the home's supervisor lock for this process's life, or say who holds it."""
-    home.ensure()
+    ensure_home(home)
     fd = os.open(home.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
     holder = _try_lock(fd)
     if holder is not None:

@@ -14,10 +14,10 @@ from types import FrameType
 from typing import TextIO
 
 from memoria_cli.core.errors import StartError
+from memoria_cli.core.home import Home
 from memoria_cli.core.profile import Profile
 from memoria_cli.core.worker_spec import PROXY, ProcessSpec
 from memoria_cli.run import processes
-from memoria_cli.run.home import Home
 from memoria_cli.run.lock import acquire_lock, release_lock
 from memoria_cli.run.logs import tail
 from memoria_cli.run.probes import HttpProber

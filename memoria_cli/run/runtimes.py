@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,11 +98,51 @@ def apply_cpu_fixes(site: Path, version: str = VLLM_VERSION) -> list[str]:
     return done
 
 
-def _run(cmd: list[str], say: Callable[[str], None]) -> None:
+class PipProgress:
+    """pip's own lines turned into a few that say how far an install is: packages found, the download under
+    way (with its size), the install. `update(line)` gives the text to show now, or None (nothing new)."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.found, self.phase = what, 0, ""
+
+    def update(self, line: str) -> str | None:
+        line = line.strip()
+        if line.startswith("Collecting "):
+            self.found += 1
+            self.phase = "resolving"
+            return f"{self.what}: resolving, {self.found} packages so far ({line.split()[1]})"
+        if line.startswith("Downloading "):
+            parts = line.split()
+            size = " ".join(parts[2:]).strip("()") if len(parts) > 2 else ""
+            self.phase = "downloading"
+            return f"{self.what}: downloading {parts[1].rsplit('/', 1)[-1]}" + (f" ({size})" if size else "")
+        if line.startswith("Installing collected packages:"):
+            count = len(line.split(":", 1)[1].split(","))
+            self.phase = "installing"
+            return f"{self.what}: installing {count} packages (a minute or more, with no more output)"
+        if line.startswith("Successfully installed"):
+            return f"{self.what}: installed"
+        return None
+
+
+def _run(cmd: list[str], say: Callable[[str], None], progress: PipProgress | None = None) -> None:
+    """Run a set-up step; with `progress`, pip's output is followed and summed up as it goes (a big install
+    takes minutes: the user sees what is being installed and how far it is)."""
     say("$ " + " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines: list[str] = []
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    said_at, said_phase = time.monotonic(), ""
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        shown = progress.update(line) if progress else None
+        # a line when the phase changes, else at most one every 10 s: a log, not a flood
+        if shown and progress and (progress.phase != said_phase or time.monotonic() - said_at >= 10):
+            say(shown)
+            said_at, said_phase = time.monotonic(), progress.phase
+    proc.wait()
     if proc.returncode != 0:
-        tail = [ln for ln in (proc.stderr or proc.stdout).splitlines() if "is ignored" not in ln][-8:]
+        tail = [ln for ln in lines if "is ignored" not in ln][-8:]
         raise RuntimeMissing(
             f"command failed ({proc.returncode}): {' '.join(cmd[:4])} ...\n" + "\n".join(tail),
             "check the package index is reachable, then run `memoria setup` again",
@@ -135,7 +176,9 @@ def setup_vllm(rt: Runtimes, engine: str, say: Callable[[str], None]) -> None:
         _run([str(py), "-c", "import vllm, torch, transformers"], say)
         return
     (venv / STAMP).unlink(missing_ok=True)
-    _run([str(py), "-m", "pip", "install", "-q", *vllm_requirements(engine)], say)
+    _run(
+        [str(py), "-m", "pip", "install", "--progress-bar", "off", *vllm_requirements(engine)], say, PipProgress("vLLM")
+    )
     if engine == "cpu":
         _run([str(py), "-m", "pip", "uninstall", "-q", "-y", "torchaudio", "torchcodec", "triton"], say)
         site = Path(
@@ -157,7 +200,11 @@ def setup_litellm(rt: Runtimes, say: Callable[[str], None]) -> None:
     if _done(venv, wanted):
         say("LiteLLM runtime already set up")
         return
-    _run([str(py), "-m", "pip", "install", "-q", LITELLM_PIN, *LITELLM_EXTRAS], say)
+    _run(
+        [str(py), "-m", "pip", "install", "--progress-bar", "off", LITELLM_PIN, *LITELLM_EXTRAS],
+        say,
+        PipProgress("LiteLLM"),
+    )
     version = subprocess.check_output(
         [str(py), "-c", "import importlib.metadata as m; print(m.version('litellm'))"], text=True
     ).strip()

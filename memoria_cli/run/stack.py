@@ -8,15 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from memoria_cli.core.errors import PreflightError
+from memoria_cli.core.home import Home
 from memoria_cli.core.inventory import Inventory, inventory_for
 from memoria_cli.core.model_facts import read_facts
-from memoria_cli.core.planner import Plan, plan
+from memoria_cli.core.plan import Plan
+from memoria_cli.core.planner import plan
 from memoria_cli.core.profile import Profile, load_profile
 from memoria_cli.core.proxy_config import auth_env, render, worker_key_env, worker_keys
 from memoria_cli.core.worker_spec import LAUNCHER, PROXY, ProcessSpec, proxy_spec, worker_spec
 from memoria_cli.run import processes
 from memoria_cli.run.files import copy_plugin, write_atomic
-from memoria_cli.run.home import Home
 from memoria_cli.run.runtimes import Runtimes
 from memoria_cli.run.state import read_state, supervisor_alive
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from memoria_cli.core.planner import Plan
+from memoria_cli.core.plan import Plan
 from memoria_cli.run.files import write_atomic
 
 STATE_VERSION = 2

@@ -26,8 +26,20 @@ STAMP = ".memoria-source"
 BUILDERS = Path(__file__).resolve().parents[1] / "plugins" / "builders"
 
 
+def builder_of(kind: str) -> Path | None:
+    """The script that builds this kind of source (plugins/builders/), None for a plain copy."""
+    if kind == "copy":
+        return None
+    return BUILDERS / {"gguf": "gguf_to_hf.py", "ct2-whisper": "ct2_whisper_to_hf.py"}.get(kind, "tiny_models.py")
+
+
 def source_digest(source: ModelSource) -> str:
-    return hashlib.sha256(source.model_dump_json().encode()).hexdigest()[:16]
+    """What a pulled folder was made from: the source and the builder's code, so a changed builder rebuilds."""
+    h = hashlib.sha256(source.model_dump_json().encode())
+    builder = builder_of(source.build)
+    if builder is not None:
+        h.update(builder.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def is_pulled(entry: ModelEntry) -> bool:
@@ -118,15 +130,16 @@ def build(kind: str, src: Path, out: Path, rt: Runtimes, say: Callable[[str], No
     py = rt.python_of(rt.vllm)
     if not py.exists():
         raise RuntimeMissing("the vLLM runtime is needed to prepare this model", "run `memoria setup` first")
+    builder = str(builder_of(kind))
     if kind == "gguf":
         ggufs = sorted(src.rglob("*.gguf"))
         if len(ggufs) != 1:
             raise InputError(f"expected one .gguf file, found {len(ggufs)}")
-        cmd = [str(py), str(BUILDERS / "gguf_to_hf.py"), str(ggufs[0]), str(out)]
+        cmd = [str(py), builder, str(ggufs[0]), str(out)]
     elif kind == "ct2-whisper":
-        cmd = [str(py), str(BUILDERS / "ct2_whisper_to_hf.py"), str(src), str(out)]
+        cmd = [str(py), builder, str(src), str(out)]
     else:
-        cmd = [str(py), str(BUILDERS / "tiny_models.py"), "--one", kind, str(out)]
+        cmd = [str(py), builder, "--one", kind, str(out)]
     say(f"building ({kind})")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TQDM_DISABLE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)

@@ -14,7 +14,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from memoria_cli.core.planner import WorkerPlan
+from memoria_cli.core.plan import WorkerPlan
 from memoria_cli.core.units import GiB, fmt_size
 
 _LINES: dict[str, re.Pattern[str]] = {

@@ -21,7 +21,7 @@ import httpx
 import psutil
 import pytest
 
-from memoria_cli.run.home import Home
+from memoria_cli.core.home import Home
 from memoria_cli.run.processes import marked
 from memoria_cli.run.state import read_state
 from tests.helpers import DEFAULT_RUNTIMES, build_tiny_models, free_ports, run_memoria, write_profile
@@ -156,7 +156,7 @@ def test_kill9_engine_core_only(stack):
         for c in psutil.Process(pid).children(recursive=True)
         if "EngineCore" in " ".join(c.cmdline()) or "EngineCore" in c.name()
     ]
-    engine = engine or psutil.Process(pid).children()
+    assert len(engine) == 1, [c.cmdline() for c in psutil.Process(pid).children(recursive=True)]
     t0 = time.monotonic()
     engine[0].kill()
     wait(lambda: procs(stack)["r-chat"]["state"] != "ready" or procs(stack)["r-chat"]["pid"] != pid, 90, 0.1)
@@ -188,6 +188,12 @@ def test_hung_worker_is_restarted(stack):
     figure("hung.back_to_ready_s", round(time.monotonic() - t0, 1))
     # 3 misses 2 s apart, each probe waiting up to 5 s: decided within about 3 x (2 + 5) s
     assert detected < 25
+    # the way there, as the supervisor's lifecycle lines tell it: missed checks first, then the restart
+    lines = (stack["home"] / "logs" / "supervisor.log").read_text().splitlines()
+    mine = [ln.split(" ", 1)[1] for ln in lines if " r-embed: " in ln]
+    hung = mine.index("r-embed: ready -> unhealthy (1 missed health check(s))")
+    assert mine[hung + 1] == "r-embed: unhealthy -> unhealthy (2 missed health check(s))", mine
+    assert mine[hung + 2].startswith("r-embed: unhealthy -> backoff (3 missed health checks: restarted"), mine
 
 
 def test_hung_engine_core_behind_a_live_api_server_is_restarted(stack):

@@ -352,7 +352,7 @@ def qwen25vl(out: str) -> None:
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
-            max_position_embeddings=1024,
+            max_position_embeddings=8192,  # room for the API guide's OCR examples (max_tokens=4096)
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
             tie_word_embeddings=False,
             bos_token_id=ids("<|endoftext|>"),

@@ -63,23 +63,3 @@ class Home:
 
     def log_for(self, name: str) -> Path:
         return self.logs / f"{name}.log"
-
-    def ensure(self) -> None:
-        """The home's folders, private to their owner: logs hold prompts and answers."""
-        from memoria_cli.core.errors import InputError
-
-        for d in (self.root, self.logs, self.cache):
-            try:
-                d.mkdir(mode=0o700, parents=True, exist_ok=True)
-                if d.stat().st_mode & 0o077:
-                    d.chmod(0o700)
-            except FileExistsError:
-                raise InputError(
-                    f"the memoria home needs a folder at {d}, and a file is there",
-                    "move the file, or point MEMORIA_HOME elsewhere",
-                ) from None
-            except PermissionError:
-                raise InputError(
-                    f"cannot write the memoria home at {d}: permission denied",
-                    "point MEMORIA_HOME at a folder you can write",
-                ) from None
