@@ -1,4 +1,5 @@
-"""Tables people read: the plan, the machine, the running stack. Pure renderers over plain records."""
+"""Tables people read: the plan, the machine, the running stack, rendered from the records (the stack's uptime
+is read from its processes)."""
 
 from __future__ import annotations
 

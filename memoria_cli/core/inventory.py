@@ -33,11 +33,6 @@ class Gpu:
     capability: tuple[int, int] = (8, 0)
     processes: tuple[GpuProcess, ...] = ()
 
-    @property
-    def native_fp8(self) -> bool:
-        """FP8 matmuls need Ada/Hopper (8.9+); older GPUs run FP8 checkpoints weight-only (Marlin)."""
-        return self.capability >= (8, 9)
-
 
 @dataclass(frozen=True)
 class Cpu:

@@ -1,4 +1,4 @@
-"""The LiteLLM proxy's routing config, rendered from the plan (pure) and written atomically.
+"""The LiteLLM proxy's routing config, rendered from the plan (pure; run/stack.py writes it, with the plug-ins).
 
 One deployment per worker (`hosted_vllm/<served-name>` at its port), one `model_name` per public name, the
 Hugging Face ids as `model_group_alias` (LiteLLM lists those in /v1/models too). No database, no UI.

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import psutil
 
 from memoria_cli.core.worker_spec import MARKER_ENV, ProcessSpec
+from memoria_cli.run.state import is_ours
 
 
 @dataclass
@@ -31,13 +32,7 @@ class Child:
         """Exit code once it ended, else None (works for a child of another process too)."""
         if self.popen is not None:
             return self.popen.poll()
-        try:
-            p = psutil.Process(self.pid)
-            if abs(p.create_time() - self.create_time) > 0.01 or p.status() == psutil.STATUS_ZOMBIE:
-                return -1
-            return None
-        except psutil.NoSuchProcess:
-            return -1
+        return None if is_ours(self.pid, self.create_time) else -1
 
 
 def child_env(spec: ProcessSpec, base: dict[str, str] | None = None) -> dict[str, str]:
