@@ -120,7 +120,9 @@ def test_chat_knows_a_capital_with_the_servers_own_sampling(demo):
         max_tokens=32,
     )
     print("chat:", r.choices[0].message.content)
-    assert "paris" in r.choices[0].message.content.lower()
+    # greedy by default: the same sensible answer every time (at a repetition penalty of 1.1 it began "The
+    # answer to this classic French question requires a bit of creative thinking" and ended in Luxembourg)
+    assert r.choices[0].message.content.startswith("The capital of France is Paris")
 
 
 def test_a_conversation_past_2048_tokens_is_answered(demo):
@@ -215,7 +217,7 @@ def test_pull_is_idempotent(demo):
 def test_client_commands_give_real_answers(demo):
     env = demo["env"]
     r = run_memoria("chat", "What is the capital of France? Answer in one word.", env=env)
-    assert r.returncode == 0 and "paris" in r.stdout.lower(), r.stderr
+    assert r.returncode == 0 and r.stdout.startswith("The capital of France is Paris"), (r.stdout, r.stderr)
     wav = demo["tmp"] / "fox.wav"
     subprocess.run(["espeak-ng", "-s", "150", "-w", str(wav), SENTENCES[0]], check=True)
     r = run_memoria("transcribe", str(wav), "-l", "en", env=env)

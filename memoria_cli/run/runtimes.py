@@ -99,30 +99,41 @@ def apply_cpu_fixes(site: Path, version: str = VLLM_VERSION) -> list[str]:
 
 
 class PipProgress:
-    """pip's own lines turned into a few that say how far an install is: packages found, the download under
-    way (with its size), the install. `update(line)` gives the text to show now, or None (nothing new)."""
+    """pip's own lines turned into a few that say how far an install is: packages found and the download
+    under way (with its size), then the install. `update(line)` gives the text to show now, or None."""
 
     def __init__(self, what: str) -> None:
         self.what, self.found, self.phase = what, 0, ""
+        self.big = False  # the last download is worth a line of its own (torch, vLLM: hundreds of MB)
 
     def update(self, line: str) -> str | None:
         line = line.strip()
+        self.big = False
         if line.startswith("Collecting "):
             self.found += 1
-            self.phase = "resolving"
-            return f"{self.what}: resolving, {self.found} packages so far ({line.split()[1]})"
+            self.phase = "fetching"
+            return f"{self.what}: fetching, {self.found} packages so far ({line.split()[1]})"
         if line.startswith("Downloading "):
             parts = line.split()
             size = " ".join(parts[2:]).strip("()") if len(parts) > 2 else ""
-            self.phase = "downloading"
-            return f"{self.what}: downloading {parts[1].rsplit('/', 1)[-1]}" + (f" ({size})" if size else "")
+            self.phase, self.big = "fetching", size.endswith(" MB") and _float(size.split()[0]) >= 50
+            name = parts[1].rsplit("/", 1)[-1].split("-")[0]
+            return f"{self.what}: fetching, {self.found} packages so far (downloading {name}, {size or '?'})"
         if line.startswith("Installing collected packages:"):
             count = len(line.split(":", 1)[1].split(","))
             self.phase = "installing"
             return f"{self.what}: installing {count} packages (a minute or more, with no more output)"
         if line.startswith("Successfully installed"):
+            self.phase = "done"
             return f"{self.what}: installed"
         return None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
 
 
 def _run(cmd: list[str], say: Callable[[str], None], progress: PipProgress | None = None) -> None:
@@ -137,7 +148,7 @@ def _run(cmd: list[str], say: Callable[[str], None], progress: PipProgress | Non
         lines.append(line.rstrip("\n"))
         shown = progress.update(line) if progress else None
         # a line when the phase changes, else at most one every 10 s: a log, not a flood
-        if shown and progress and (progress.phase != said_phase or time.monotonic() - said_at >= 10):
+        if shown and progress and (progress.phase != said_phase or progress.big or time.monotonic() - said_at >= 10):
             say(shown)
             said_at, said_phase = time.monotonic(), progress.phase
     proc.wait()
