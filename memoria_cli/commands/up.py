@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -99,7 +98,7 @@ def _detached(home: Home, stack: Stack) -> None:
     from memoria_cli.cli.views import status_table
     from memoria_cli.core.errors import Interrupted
     from memoria_cli.run.detach import Handoff, clean, write_handoff
-    from memoria_cli.run.files import ensure_home
+    from memoria_cli.run.files import ensure_home, open_log
     from memoria_cli.run.loop import SUPERVISOR_LOG
 
     ensure_home(home)
@@ -107,7 +106,7 @@ def _detached(home: Home, stack: Stack) -> None:
     handoff = write_handoff(home, Handoff(profile=str(stack.profile.source), plan=stack.plan))
     # Not marked like the workers: a racing `up` sweeps marked leftovers, and must not take a supervisor that
     # has not yet taken the lock for one. `down` finds it by its lock (run/lock.lock_holder).
-    with open(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as f:
+    with open_log(log) as f:
         child = subprocess.Popen(
             [sys.executable, "-m", "memoria_cli", "_supervise", "--handoff", str(handoff)],
             stdin=subprocess.DEVNULL,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 from memoria_cli.core.home import Home
 
@@ -49,3 +50,9 @@ def ensure_home(home: Home) -> None:
                 f"cannot write the memoria home at {d}: permission denied",
                 "point MEMORIA_HOME at a folder you can write",
             ) from None
+
+
+def open_log(path: Path) -> BinaryIO:
+    """A log opened for appending, private to its owner (logs hold prompts and answers), its folder made."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return open(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")

@@ -9,15 +9,14 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
-from typing import TextIO
 
 from memoria_cli.core.errors import StartError
 from memoria_cli.core.home import Home
 from memoria_cli.core.profile import Profile
 from memoria_cli.core.worker_spec import PROXY, ProcessSpec
 from memoria_cli.run import processes
+from memoria_cli.run.files import open_log
 from memoria_cli.run.lock import acquire_lock, release_lock
 from memoria_cli.run.logs import tail
 from memoria_cli.run.probes import HttpProber
@@ -112,13 +111,6 @@ def policy_for(profile: Profile) -> Policy:
     return Policy(startup_timeout=profile.startup_timeout, **profile.supervision.model_dump())
 
 
-def _open_log(path: Path) -> TextIO:
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return open(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a", encoding="utf-8", buffering=1)
-
-
 def supervise(
     stack: Stack,
     on_tick: Callable[[Supervisor, Phase], None] | None = None,
@@ -136,11 +128,12 @@ def supervise(
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     started = time.time()
     phase: Phase = "starting"
-    lifecycle = _open_log(stack.home.logs / SUPERVISOR_LOG)
+    lifecycle = open_log(stack.home.logs / SUPERVISOR_LOG)
 
     def changed(t: Transition) -> None:
         """Written at once: a stop that follows may block the loop for its grace period."""
-        lifecycle.write(transition_line(t, time.time()) + "\n")
+        lifecycle.write((transition_line(t, time.time()) + "\n").encode())
+        lifecycle.flush()
         write_state(stack.home.state_file, snapshot(stack, sup, phase, started))
 
     extra = {PROXY: stack.proxy_env, **{n: {"VLLM_API_KEY": k} for n, k in stack.worker_keys.items()}}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import psutil
 
 from memoria_cli.core.worker_spec import MARKER_ENV, ProcessSpec
+from memoria_cli.run.files import open_log
 from memoria_cli.run.state import is_ours
 
 
@@ -45,8 +46,7 @@ def child_env(spec: ProcessSpec, base: dict[str, str] | None = None) -> dict[str
 
 def spawn(spec: ProcessSpec, extra_env: dict[str, str] | None = None) -> Child:
     assert spec.log is not None
-    spec.log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with open(os.open(spec.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:  # prompts and answers
+    with open_log(spec.log) as log:
         log.write(f"\n==== memoria: starting {spec.name} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         log.flush()
         popen = subprocess.Popen(
