@@ -18,6 +18,7 @@ from memoria_cli.core.plan import Plan
 from memoria_cli.run.runtimes import Runtimes
 
 ORACLE = Path(__file__).resolve().parent / "tools" / "vllm_oracle.py"
+PARSER = ORACLE.with_name("vllm_parse.py")
 
 
 def hf_config(f: Facts, kind: str) -> dict:
@@ -108,14 +109,32 @@ def oracle_inputs(p: Plan, inv: Inventory, facts: dict[str, Facts]) -> list[dict
     return rows
 
 
-def run_oracle(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
-    """vLLM's verdict on each row, and the vLLM version that gave it (one process: its import takes ~20 s)."""
+def vllm_python() -> Path:
     rt = Runtimes(Home.from_env().runtimes)
     py = rt.python_of(rt.vllm)
     if not py.exists():
         raise RuntimeError(f"vLLM runtime missing at {py}: run `memoria setup` (the test script does)")
+    return py
+
+
+def vllm_parse(argvs: list[list[str]]) -> list[dict[str, Any]]:
+    """Each `vllm serve` argv through the installed vLLM's own parser (tests/tools/vllm_parse.py)."""
     proc = subprocess.run(
-        [str(py), str(ORACLE)], input=json.dumps({"workers": rows}), capture_output=True, text=True, timeout=900
+        [str(vllm_python()), str(PARSER)], input=json.dumps(argvs), capture_output=True, text=True, timeout=300
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_oracle(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """vLLM's verdict on each row, and the vLLM version that gave it (one process: its import takes ~20 s)."""
+    proc = subprocess.run(
+        [str(vllm_python()), str(ORACLE)],
+        input=json.dumps({"workers": rows}),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])

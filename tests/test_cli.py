@@ -20,6 +20,7 @@ COMMANDS = [
     "embed",
     "ocr",
     "transcribe",
+    "export",
 ]
 
 
@@ -51,6 +52,12 @@ def test_every_command_help_has_an_example(memoria, cmd):
         (["logs", "../../etc/x"], 3, "is not a worker name"),
         (["logs", "proxy", "-n", "0"], 3, "--lines 0 is out of range"),
         (["logs", "proxy", "-n", "-5"], 3, "--lines -5 is out of range"),
+        (["export", "kubernetes", "--gpus", "cpu"], 3, "no GPUs to plan for"),
+        (["export", "kubernetes", "--gpus", "L4", "--cache", "nfs"], 3, "--cache 'nfs' is not one of"),
+        (["export", "kubernetes", "--gpus", "L4", "--router", "vllm-router"], 3, "is not a URL"),
+        (["export", "kubernetes", "--gpus", "8GiB@8.9"], 4, "does not fit"),
+        (["export", "helm", "--target", "kserve"], 3, "not a chart memoria knows"),
+        (["export", "helm", "--gpus", "L4", "-o", "/"], 3, "/ is a folder"),
     ],
 )
 def test_bad_input_is_one_clear_line(home, memoria, args, code, words):

@@ -14,11 +14,11 @@ import pytest
 
 from memoria_cli.core.inventory import Inventory, describe
 from memoria_cli.core.model_facts import Facts, read_facts
+from memoria_cli.core.pins import VLLM_VERSION
 from memoria_cli.core.plan import Plan, WorkerPlan
 from memoria_cli.core.planner import GPU_MARGIN_FRACTION, plan
 from memoria_cli.core.profile import Profile, load_profile
 from memoria_cli.core.units import GiB
-from memoria_cli.run.runtimes import VLLM_VERSION
 from tests.oracle import oracle_inputs, run_oracle
 
 pytestmark = pytest.mark.medium  # starts processes: a runtime's python, the CLI, a build

@@ -10,6 +10,7 @@ FORBIDDEN = {  # a layer -> the layers it must not import
     "core": ("run", "client", "cli", "commands"),
     "run": ("client", "cli", "commands"),
     "client": ("cli", "commands"),
+    "export": ("run", "client", "cli", "commands"),  # pure: the plan in, objects out
     "plugins": ("core", "run", "client", "cli", "commands"),
 }
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,8 +12,7 @@ from memoria_cli.core.planner import plan
 from memoria_cli.core.profile import load_profile, parse_profile
 from memoria_cli.core.worker_spec import MARKER_ENV, worker_spec
 from memoria_cli.plugins.vllm_hooks import PAUSE_ENV
-from memoria_cli.run.runtimes import Runtimes
-from tests.helpers import DEFAULT_RUNTIMES, TOOLS
+from tests.oracle import vllm_parse
 
 DEFAULT = load_profile("default")
 
@@ -85,17 +82,6 @@ def test_tensor_parallel_and_cpu_flags(tmp_path):
     assert "--gpu-memory-utilization" not in c.argv and "--enforce-eager" in c.argv
     assert c.env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1" and "VLLM_CPU_KVCACHE_SPACE" in c.remove_env
     assert c.env["PYTHONPATH"] == "/tmp/s" and int(c.env[PAUSE_ENV]) > 0  # vllm_hooks.py: pause, not spin
-
-
-def vllm_parse(argvs: list[list[str]]) -> list[dict]:
-    py = Runtimes(DEFAULT_RUNTIMES).python_of(Runtimes(DEFAULT_RUNTIMES).vllm)
-    if not py.exists():
-        pytest.fail(f"vLLM runtime missing at {py}: run `memoria setup` (the test script does)")
-    proc = subprocess.run(
-        [str(py), str(TOOLS / "vllm_parse.py")], input=json.dumps(argvs), capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.medium

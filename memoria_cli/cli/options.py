@@ -6,3 +6,10 @@ import typer
 
 PROFILE = typer.Option("default", "--profile", "-p", help="Profile name (see `memoria profiles`) or a .yaml path.")
 JSON = typer.Option(False, "--json", help="Machine-readable output on stdout.")
+GPUS = typer.Option(
+    None,
+    "--gpus",
+    "-g",
+    help="Plan for a described machine: 24GiB, 2x80GiB, L4, 2xH100, 48GiB@8.9, cpu, or a JSON file. "
+    "Default: this machine.",
+)

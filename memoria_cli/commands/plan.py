@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from memoria_cli.cli.options import JSON, PROFILE
+from memoria_cli.cli.options import GPUS, JSON, PROFILE
 
 
 def register(app: typer.Typer) -> None:
@@ -15,13 +15,7 @@ def register(app: typer.Typer) -> None:
 
 def plan_cmd(
     profile: str = PROFILE,
-    gpus: str = typer.Option(
-        None,
-        "--gpus",
-        "-g",
-        help="Plan for a described machine: 24GiB, 2x80GiB, L4, "
-        "2xH100, 48GiB@8.9, cpu, or a JSON file. Default: this machine.",
-    ),
+    gpus: str = GPUS,
     as_json: bool = JSON,
     commands: bool = typer.Option(False, "--commands", help="Also print each worker's exact vllm command."),
 ) -> None:

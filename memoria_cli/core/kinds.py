@@ -31,6 +31,9 @@ class ModelKind:
     vision: bool = False  # LiteLLM's supports_vision
     shrinks_context: bool = True  # a lower min_context is a fix worth suggesting (not a fixed decoder length)
     fp8_kv: bool = True  # FP8 KV cache is worth suggesting
+    # vLLM's default when no flag says (engine/arg_utils.py: `model_config.is_prefix_caching_supported`,
+    # config/model.py): on for decoders and last-token pooling, off for encoder-decoders
+    prefix_caching: bool = True
 
 
 KINDS: dict[Kind, ModelKind] = {
@@ -84,5 +87,6 @@ KINDS: dict[Kind, ModelKind] = {
         fallback_activation=1536 * MiB,
         shrinks_context=False,
         fp8_kv=False,
+        prefix_caching=False,
     ),
 }

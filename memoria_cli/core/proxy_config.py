@@ -8,6 +8,7 @@ Auth: with LITELLM_MASTER_KEY in the environment the proxy requires it; without,
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from memoria_cli.core.errors import PreflightError
@@ -21,7 +22,8 @@ MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
 WEAK_KEY_ENV = "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY"
 
 
-def render(plan: Plan, profile: Profile, auth: bool) -> dict[str, Any]:
+def render(plan: Plan, profile: Profile, auth: bool, bases: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """`bases`: each worker's URL where it is not on this host's loopback (a Kubernetes Service)."""
     model_list = []
     aliases: dict[str, str] = {}
     for i, w in enumerate(plan.workers):
@@ -34,7 +36,7 @@ def render(plan: Plan, profile: Profile, auth: bool) -> dict[str, Any]:
                 "model_name": w.name,
                 "litellm_params": {
                     "model": f"hosted_vllm/{w.name}",
-                    "api_base": f"http://127.0.0.1:{w.port}/v1",
+                    "api_base": (bases or {}).get(w.name, f"http://127.0.0.1:{w.port}/v1"),
                     # with auth each worker has a key of its own, from the proxy's environment (never in this file)
                     "api_key": f"os.environ/{worker_key_env(i)}" if auth else "none",
                 },

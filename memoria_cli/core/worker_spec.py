@@ -58,8 +58,17 @@ SPIN_PAUSE_US = "100"  # see vllm_hooks.py: vLLM's step hand-over sleeps this lo
 
 
 def worker_spec(
-    w: WorkerPlan, entry: ModelEntry, vllm_exe: str, log: Path, marker: str, cache_dir: Path, site: Path
+    w: WorkerPlan,
+    entry: ModelEntry,
+    vllm_exe: str,
+    log: Path | None,
+    marker: str,
+    cache_dir: Path,
+    site: Path,
+    host: str = "127.0.0.1",
 ) -> ProcessSpec:
+    """`host`: 127.0.0.1 on a memoria host (only the proxy listens beyond it); a pod's address in Kubernetes,
+    where the worker's key and a NetworkPolicy stand in for loopback (export/kubernetes.py)."""
     argv = [
         vllm_exe,
         "serve",
@@ -67,7 +76,7 @@ def worker_spec(
         "--served-model-name",
         w.name,
         "--host",
-        "127.0.0.1",
+        host,
         "--port",
         str(w.port),
         "--max-model-len",
@@ -133,7 +142,7 @@ def worker_spec(
 LAUNCHER = "memoria_proxy.py"  # plugins/proxy_launcher.py, copied beside the proxy's config
 
 
-def proxy_spec(plan: Plan, litellm_python: str, config: Path, log: Path, marker: str) -> ProcessSpec:
+def proxy_spec(plan: Plan, litellm_python: str, config: Path, log: Path | None, marker: str) -> ProcessSpec:
     """LiteLLM's app behind memoria's layers, started by memoria's launcher in LiteLLM's interpreter."""
     argv = [
         litellm_python,

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memoria_cli.core.errors import RuntimeMissing
+from memoria_cli.core.pins import LITELLM_PIN, VLLM_VERSION
 
-VLLM_VERSION = "0.32.0"
-LITELLM_PIN = "litellm[proxy]==1.108.7"
 # prisma: 401 (not 500) without a key; opentelemetry-sdk: else an import fails and is retried on every request;
 # httptools: uvicorn's C HTTP parser (without it uvicorn falls back to h11, pure Python, ~1 ms a request).
 LITELLM_EXTRAS = ("prisma==0.15.0", "opentelemetry-sdk==1.45.2", "httptools==0.9.0")

@@ -229,6 +229,7 @@ def judge(w: dict) -> dict:
         "concurrency": concurrency,
         "vllm_max_len": longest,
         "simulated": simulated,
+        "prefix_caching": cfg.cache_config.enable_prefix_caching,  # vLLM's default for the model (no flag)
     }
 
 
