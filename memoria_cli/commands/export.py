@@ -57,6 +57,7 @@ def kubernetes_cmd(
     """
     from memoria_cli.core.errors import InputError
     from memoria_cli.export.kubernetes import Cache, KubeOptions, manifests, to_yaml
+    from memoria_cli.export.workloads import summary, workloads
     from memoria_cli.run.stack import proxy_plugin_sources
 
     if cache not in ("pvc", "hostpath"):
@@ -66,7 +67,7 @@ def kubernetes_cmd(
         raise InputError(f"--router {router!r} is not a URL", "give it as http://HOST[:PORT]/v1")
     opts = KubeOptions(namespace, cast(Cache, cache), host_path, storage_class, router=router)
     objects = manifests(the_plan, prof, opts, proxy_plugin_sources())
-    header = _header(prof.name, spec) + _secret_help(namespace)
+    header = _header(prof.name, spec) + summary(workloads(the_plan, prof)) + _secret_help(namespace)
     if output is None:
         print(to_yaml(objects, header), end="")
         return
@@ -89,12 +90,15 @@ def helm_cmd(
 
     from memoria_cli.core.errors import InputError
     from memoria_cli.export.helm import LIMITS, production_stack_values
+    from memoria_cli.export.workloads import summary, workloads
 
     if target != "production-stack":
         raise InputError(f"--target {target!r} is not a chart memoria knows", "use --target production-stack")
     prof, the_plan, spec = _plan(profile, gpus)
     values = production_stack_values(the_plan, prof)
-    text = _header(prof.name, spec) + LIMITS + yaml.safe_dump(values, sort_keys=False)
+    text = (
+        _header(prof.name, spec) + summary(workloads(the_plan, prof)) + LIMITS + yaml.safe_dump(values, sort_keys=False)
+    )
     if output is None:
         print(text, end="")
         return

@@ -90,6 +90,21 @@ def workloads(plan: Plan, profile: Profile) -> list[Workload]:
     return out
 
 
+def summary(loads: list[Workload]) -> str:
+    """The plan in comment lines, for the file's header: what each worker gets."""
+    lines = ["# The plan, per worker (what vLLM should log at its start):"]
+    for x in loads:
+        w, share = x.plan, x.share
+        gpu = f"{share.gpus} GPU" + ("s" if share.gpus > 1 else "")
+        if share.slice_mib is not None:
+            gpu += f", a HAMi slice of {share.slice_mib} MiB each"
+        lines.append(
+            f"#   {x.name}: {gpu}, --gpu-memory-utilization {share.gmu:.4f}, context {w.context}, "
+            f"KV cache {w.kv_bytes / GiB:.2f} GiB ({w.kv_tokens} tokens)"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def no_gpus() -> InputError:
     return InputError(
         "there are no GPUs to plan for (the CPU engine), and the export targets GPU nodes",
