@@ -361,12 +361,12 @@ def test_vllm_admits_each_worker_in_its_hami_slice_and_agrees_on_prefix_caching(
 
 
 @pytest.mark.medium
-@pytest.mark.parametrize("router", [None, "http://vllm-router-service/v1"])
-def test_litellm_loads_the_exported_proxy_config(tmp_path, router):
+def test_litellm_loads_the_exported_proxy_config(tmp_path):
+    """(The --router variant differs only in api_base: test_in_front_of_the_charts_router_... checks it.)"""
     exe = Runtimes(DEFAULT_RUNTIMES).litellm.with_name("litellm")
     if not exe.exists():
         pytest.fail(f"LiteLLM runtime missing at {exe}: run `memoria setup`")
-    (cm,) = of_kind(objects("L4", router=router), "ConfigMap")
+    (cm,) = of_kind(objects("L4"), "ConfigMap")
     for name, text in cm["data"].items():  # the ConfigMap's files, as the pod's volume holds them
         (tmp_path / name).write_text(text)
     env = {

@@ -59,12 +59,13 @@ from vllm.v1.worker.utils import request_memory  # noqa: E402
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "fp8": torch.float8_e4m3fn}
 _folders: dict[str, str] = {}
+_root = tempfile.TemporaryDirectory(prefix="memoria-oracle-")  # removed when this process ends
 
 
 def folder_for(config: dict) -> str:
     key = json.dumps(config, sort_keys=True)
     if key not in _folders:
-        d = tempfile.mkdtemp(prefix="memoria-oracle-")
+        d = tempfile.mkdtemp(dir=_root.name)
         with open(os.path.join(d, "config.json"), "w") as f:
             json.dump(config, f)
         _folders[key] = d
