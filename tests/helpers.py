@@ -200,3 +200,29 @@ def worker_plan(**fields: Any) -> Any:
         "port": 1,
     }
     return WorkerPlan(**{**base, **fields})
+
+
+def litellm_validate(config: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """LiteLLM's own config loader on `config` (`litellm --config F --validate_config`, in its runtime), with
+    the proxy's offline settings and a master key; its verdict is in stdout + stderr."""
+    from memoria_cli.run.runtimes import Runtimes
+
+    exe = Runtimes(DEFAULT_RUNTIMES).litellm.with_name("litellm")
+    if not exe.exists():
+        raise AssertionError(f"LiteLLM runtime missing at {exe}: run `memoria setup`")
+    full = {
+        **os.environ,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_TELEMETRY_DISABLED": "true",
+        "LITELLM_MASTER_KEY": "sk-test-key-abcdef",
+        "LITELLM_MODE": "PRODUCTION",
+        **(env or {}),
+    }
+    return subprocess.run(
+        [str(exe), "--config", str(config), "--validate_config"],
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=300,
+        cwd=config.parent,
+    )

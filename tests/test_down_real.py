@@ -1,5 +1,7 @@
-"""`memoria down` on the real stack leaves no process and frees every port (its own short-lived stack, so the
-shared one keeps serving the other tests)."""
+"""`memoria down` on the real stack leaves no process and frees every port. It downs the session's shared
+stack (tests/conftest.py `tiny_stack`) after every other test that uses it: the `last` marker moves it to the
+end of the run, so the stack is checked after its whole life of requests, kills and restarts, and no second
+four-worker stack is started for it (that took ~3.5 min)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ import psutil
 import pytest
 
 from memoria_cli.run.processes import marked
-from tests.helpers import build_tiny_models, free_ports, run_memoria, tiny_models_profile
+from tests.helpers import run_memoria
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.last]
 
 
 def _pgid(pid: int) -> int | None:
@@ -23,16 +25,12 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
-def test_down_leaves_nothing_on_the_real_stack(tmp_path, home):
-    models = build_tiny_models()
-    base = free_ports(5)
-    profile = tiny_models_profile(tmp_path / "tiny.yaml", models, base)
-    r = run_memoria("up", "-d", "-p", str(profile), timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    s = json.loads(run_memoria("status", "--json").stdout)
+def test_down_leaves_nothing_on_the_real_stack(tiny_stack):
+    s = json.loads(run_memoria("status", "--json", env=tiny_stack["env"]).stdout)
     groups = [p["pid"] for p in s["processes"].values()]
     assert len(marked(s["marker"])) >= 9  # 4 API servers + their engine cores + the proxy
-    r = run_memoria("down", timeout=180)
+    r = run_memoria("down", env=tiny_stack["env"], timeout=180)
+    tiny_stack["downed"] = True  # the fixture's own `down` at the end is then not needed
     assert r.returncode == 0, r.stderr
     assert marked(s["marker"]) == []
     for pgid in groups:  # zombies hold no memory and no port; they wait for an init that reaps

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +26,8 @@ from memoria_cli.export.helm import production_stack_values
 from memoria_cli.export.kubernetes import KubeOptions, manifests, proxy_config, to_yaml
 from memoria_cli.export.shares import gpu_shares, requested_per_gpu, shared_cards, slice_kv_bytes
 from memoria_cli.export.workloads import WORKER_PORT, k8s_name, workloads
-from memoria_cli.run.runtimes import Runtimes
 from memoria_cli.run.stack import proxy_plugin_sources
-from tests.helpers import DEFAULT_RUNTIMES, run_memoria
+from tests.helpers import litellm_validate, run_memoria
 from tests.oracle import oracle_inputs, run_oracle, vllm_parse
 
 DEFAULT = load_profile("default")
@@ -363,28 +360,10 @@ def test_vllm_admits_each_worker_in_its_hami_slice_and_agrees_on_prefix_caching(
 @pytest.mark.medium
 def test_litellm_loads_the_exported_proxy_config(tmp_path):
     """(The --router variant differs only in api_base: test_in_front_of_the_charts_router_... checks it.)"""
-    exe = Runtimes(DEFAULT_RUNTIMES).litellm.with_name("litellm")
-    if not exe.exists():
-        pytest.fail(f"LiteLLM runtime missing at {exe}: run `memoria setup`")
     (cm,) = of_kind(objects("L4"), "ConfigMap")
     for name, text in cm["data"].items():  # the ConfigMap's files, as the pod's volume holds them
         (tmp_path / name).write_text(text)
-    env = {
-        **os.environ,
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "LITELLM_TELEMETRY_DISABLED": "true",
-        "LITELLM_MASTER_KEY": "sk-test-key-abcdef",
-        "LITELLM_MODE": "PRODUCTION",
-        **{f"MEMORIA_WORKER_KEY_{i}": "wk" for i in range(4)},
-    }
-    proc = subprocess.run(
-        [str(exe), "--config", str(tmp_path / "config.yaml"), "--validate_config"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        cwd=tmp_path,
-    )
+    proc = litellm_validate(tmp_path / "config.yaml", {f"MEMORIA_WORKER_KEY_{i}": "wk" for i in range(4)})
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "LiteLLM: config OK (8 models)" in out, out[-3000:]

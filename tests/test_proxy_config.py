@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 import yaml
 
@@ -14,9 +11,8 @@ from memoria_cli.core.model_facts import read_facts
 from memoria_cli.core.planner import plan
 from memoria_cli.core.profile import load_profile
 from memoria_cli.core.proxy_config import auth_env, render
-from memoria_cli.run.runtimes import Runtimes
 from memoria_cli.run.stack import write_proxy_files
-from tests.helpers import DEFAULT_RUNTIMES
+from tests.helpers import litellm_validate
 
 DEFAULT = load_profile("default")
 
@@ -60,27 +56,10 @@ def test_auth_from_environment_and_loopback_rule():
 @pytest.mark.parametrize("auth", [False, True])
 @pytest.mark.medium
 def test_litellm_accepts_the_config(tmp_path, auth):
-    exe = Runtimes(DEFAULT_RUNTIMES).litellm.with_name("litellm")
-    if not exe.exists():
-        pytest.fail(f"LiteLLM runtime missing at {exe}: run `memoria setup`")
     path = tmp_path / "litellm.yaml"
     write_proxy_files(path, default_config(auth))
     assert yaml.safe_load(path.read_text())["model_list"]
-    env = {
-        **os.environ,
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "LITELLM_TELEMETRY_DISABLED": "true",
-        "LITELLM_MASTER_KEY": "sk-test-key-abcdef",
-        "LITELLM_MODE": "PRODUCTION",
-    }
-    proc = subprocess.run(
-        [str(exe), "--config", str(path), "--validate_config"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        cwd=tmp_path,
-    )
+    proc = litellm_validate(path)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     # LiteLLM's own verdict, with every deployment and alias of the profile (4 models, 4 Hugging Face ids)
