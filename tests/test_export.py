@@ -46,7 +46,12 @@ def single(name: str) -> Profile:
 
 
 def objects(spec: str, profile: Profile = DEFAULT, **opts: Any) -> list[dict[str, Any]]:
-    return manifests(planned(spec, profile), profile, KubeOptions(**opts), proxy_plugin_sources())
+    p = planned(spec, profile)
+    return manifests(p, profile, workloads(p, profile), KubeOptions(**opts), proxy_plugin_sources())
+
+
+def values_for(p: Plan, profile: Profile = DEFAULT) -> dict[str, Any]:
+    return production_stack_values(profile, workloads(p, profile))
 
 
 def of_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -78,7 +83,7 @@ def test_every_manifest_validates_against_the_kubernetes_schemas(spec, cache):
 
 def test_each_worker_runs_the_plans_own_command_line_in_its_pod():
     p = planned("2xH100")
-    objs = manifests(p, DEFAULT, KubeOptions(), proxy_plugin_sources())
+    objs = manifests(p, DEFAULT, workloads(p, DEFAULT), KubeOptions(), proxy_plugin_sources())
     deployments = {d["metadata"]["name"]: d for d in of_kind(objs, "Deployment")}
     shares = gpu_shares(p)
     for w in p.workers:
@@ -115,7 +120,7 @@ def test_workers_sharing_a_card_ask_hami_for_a_slice_that_holds_their_plan():
             assert 0 <= kv - w.kv_bytes // w.tensor_parallel <= s.slice_bytes // 10_000 + 1
     chat = single("qwen3-4b-thinking-fp8")
     alone = planned("L4", chat)
-    c = container(of_kind(manifests(alone, chat, KubeOptions(), {}), "Deployment")[0])
+    c = container(of_kind(manifests(alone, chat, workloads(alone, chat), KubeOptions(), {}), "Deployment")[0])
     assert c["resources"]["limits"] == {"nvidia.com/gpu": "1"}  # no HAMi needed
     assert c["command"][c["command"].index("--gpu-memory-utilization") + 1] == f"{alone.workers[0].gmu:.4f}"
 
@@ -178,10 +183,7 @@ def test_in_front_of_the_charts_router_only_the_proxy_is_written():
     cfg = yaml.safe_load(objs[0]["data"]["config.yaml"])
     assert {m["litellm_params"]["api_base"] for m in cfg["model_list"]} == {router}
     # the names the chart's engines serve (production_stack_values' --served-model-name) are the ones routed
-    served = {
-        m["vllmConfig"]["extraArgs"][1]
-        for m in production_stack_values(planned("L4"), DEFAULT)["servingEngineSpec"]["modelSpec"]
-    }
+    served = {m["vllmConfig"]["extraArgs"][1] for m in values_for(planned("L4"))["servingEngineSpec"]["modelSpec"]}
     assert {m["litellm_params"]["model"].removeprefix("hosted_vllm/") for m in cfg["model_list"]} == served
 
 
@@ -228,7 +230,7 @@ JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": 
 
 @pytest.mark.parametrize("spec", CARDS)
 def test_every_value_is_a_documented_key_of_the_chart_with_its_type(spec):
-    values = production_stack_values(planned(spec), DEFAULT)
+    values = values_for(planned(spec))
     table = KEYS["keys"]
     opaque = ("servingEngineSpec.modelSpec[].env[]",)  # Kubernetes EnvVar objects: the chart passes them on
     checked = 0
@@ -248,7 +250,7 @@ def test_every_value_is_a_documented_key_of_the_chart_with_its_type(spec):
 
 def test_prefix_caching_is_said_outright_and_shared_cards_get_their_mib():
     p = planned("L4")
-    models = {m["name"]: m for m in production_stack_values(p, DEFAULT)["servingEngineSpec"]["modelSpec"]}
+    models = {m["name"]: m for m in values_for(p)["servingEngineSpec"]["modelSpec"]}
     shares = gpu_shares(p)
     for w in p.workers:
         m = models[k8s_name(w.name)]
@@ -301,8 +303,8 @@ def test_vllm_parses_every_exported_command_line_to_the_plans_engine():
     argvs, expect = [], []
     for spec in CARDS:
         p = planned(spec)
-        objs = manifests(p, DEFAULT, KubeOptions(), {})
-        values = production_stack_values(p, DEFAULT)["servingEngineSpec"]
+        objs = manifests(p, DEFAULT, workloads(p, DEFAULT), KubeOptions(), {})
+        values = values_for(p)["servingEngineSpec"]
         for w, d, m in zip(p.workers, of_kind(objs, "Deployment"), values["modelSpec"], strict=False):
             argvs += [container(d)["command"], chart_argv(m, values["containerPort"])]
             expect.append((w, gpu_shares(p)[w.name]))

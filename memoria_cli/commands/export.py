@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, cast
 
 import typer
 
 from memoria_cli.cli.options import GPUS, PROFILE
+
+if TYPE_CHECKING:
+    from memoria_cli.core.plan import Plan
+    from memoria_cli.core.profile import Profile
 
 HEADER = "# written by memoria export"  # a file that starts so is memoria's to replace
 OUTPUT = typer.Option(
@@ -62,12 +66,13 @@ def kubernetes_cmd(
 
     if cache not in ("pvc", "hostpath"):
         raise InputError(f"--cache {cache!r} is not one of pvc, hostpath", "pick one of them")
-    prof, the_plan, spec = _plan(profile, gpus)
     if router is not None and not router.startswith(("http://", "https://")):
         raise InputError(f"--router {router!r} is not a URL", "give it as http://HOST[:PORT]/v1")
+    prof, the_plan, spec = _plan(profile, gpus)
+    loads = workloads(the_plan, prof)
     opts = KubeOptions(namespace, cast(Cache, cache), host_path, storage_class, router=router)
-    objects = manifests(the_plan, prof, opts, proxy_plugin_sources())
-    header = _header(prof.name, spec) + summary(workloads(the_plan, prof)) + _secret_help(namespace)
+    objects = manifests(the_plan, prof, loads, opts, proxy_plugin_sources())
+    header = _header(prof.name, spec) + summary(loads) + _secret_help(namespace)
     if output is None:
         print(to_yaml(objects, header), end="")
         return
@@ -95,10 +100,9 @@ def helm_cmd(
     if target != "production-stack":
         raise InputError(f"--target {target!r} is not a chart memoria knows", "use --target production-stack")
     prof, the_plan, spec = _plan(profile, gpus)
-    values = production_stack_values(the_plan, prof)
-    text = (
-        _header(prof.name, spec) + summary(workloads(the_plan, prof)) + LIMITS + yaml.safe_dump(values, sort_keys=False)
-    )
+    loads = workloads(the_plan, prof)
+    values = production_stack_values(prof, loads)
+    text = _header(prof.name, spec) + summary(loads) + LIMITS + yaml.safe_dump(values, sort_keys=False)
     if output is None:
         print(text, end="")
         return
@@ -112,7 +116,7 @@ def helm_cmd(
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _plan(profile: str, gpus: str | None) -> tuple[Any, Any, str]:
+def _plan(profile: str, gpus: str | None) -> tuple[Profile, Plan, str]:
     """The plan `up` would run for these GPUs; notes about what a pod cannot reach go to stderr."""
     import sys
 

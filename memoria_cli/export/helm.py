@@ -11,7 +11,6 @@ from typing import Any
 
 from memoria_cli.core.kinds import KINDS
 from memoria_cli.core.pins import VLLM_IMAGE
-from memoria_cli.core.plan import Plan
 from memoria_cli.core.profile import Profile
 from memoria_cli.export.workloads import (
     SECRET,
@@ -20,7 +19,6 @@ from memoria_cli.export.workloads import (
     WORKER_PORT,
     Workload,
     startup_failures,
-    workloads,
 )
 
 # memoria's flag -> the chart's vllmConfig key (the template writes each back as that flag)
@@ -53,8 +51,8 @@ LIMITS = """\
 """
 
 
-def production_stack_values(plan: Plan, profile: Profile) -> dict[str, Any]:
-    loads = workloads(plan, profile)
+def production_stack_values(profile: Profile, loads: list[Workload]) -> dict[str, Any]:
+    """`loads`: `workloads(plan, profile)`."""
     sup = profile.supervision
     return {
         "servingEngineSpec": {

@@ -30,7 +30,6 @@ from memoria_cli.export.workloads import (
     WORKER_PORT,
     Workload,
     startup_failures,
-    workloads,
 )
 
 PROXY_NAME = "memoria-proxy"
@@ -52,9 +51,11 @@ class KubeOptions:
     router: str | None = None  # an OpenAI-compatible URL that serves every model (the chart's router): proxy only
 
 
-def manifests(plan: Plan, profile: Profile, opts: KubeOptions, plugins: dict[str, str]) -> list[dict[str, Any]]:
-    """Every object, workers first. `plugins`: the files LiteLLM loads from beside its config (name -> text)."""
-    loads = workloads(plan, profile)
+def manifests(
+    plan: Plan, profile: Profile, loads: list[Workload], opts: KubeOptions, plugins: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Every object, workers first. `loads`: `workloads(plan, profile)`; `plugins`: the files LiteLLM loads from
+    beside its config (name -> text)."""
     out: list[dict[str, Any]] = []
     for x in loads if opts.router is None else ():
         if opts.cache == "pvc":

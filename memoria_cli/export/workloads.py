@@ -32,13 +32,17 @@ STARTUP_PERIOD = 10  # seconds between start-up probes
 class Workload:
     """One worker as a pod's container."""
 
-    name: str  # the worker's name in the profile (its served name)
     k8s_name: str  # a DNS-1035 label: Deployment, Service and Helm model names
     plan: WorkerPlan  # re-expressed for the pod: its port, and the utilization of its GPU share
     entry: ModelEntry
     share: GpuShare
     argv: tuple[str, ...]
     env: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        """The worker's name in the profile (its served name)."""
+        return self.plan.name
 
     @property
     def host_memory_gib(self) -> int:
@@ -86,7 +90,7 @@ def workloads(plan: Plan, profile: Profile) -> list[Workload]:
         env = {k: v for k, v in spec.env.items() if k not in (MARKER_ENV, "CUDA_VISIBLE_DEVICES")}
         env["VLLM_CACHE_ROOT"] = f"{MODELS_MOUNT}/vllm"
         env["HF_HOME"] = f"{MODELS_MOUNT}/hf"
-        out.append(Workload(w.name, name, pod, entry, shares[w.name], spec.argv, env))
+        out.append(Workload(name, pod, entry, shares[w.name], spec.argv, env))
     return out
 
 

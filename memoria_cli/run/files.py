@@ -25,10 +25,15 @@ def write_atomic(path: Path, text: str, private: bool = True) -> None:
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 
 
+def plugin_text(name: str) -> str:
+    """The source of one of memoria_cli/plugins/ (copied to a host's home, or put in a Kubernetes ConfigMap)."""
+    return (PLUGINS / name).read_text(encoding="utf-8")
+
+
 def copy_plugin(name: str, dest: Path) -> None:
     """One of memoria_cli/plugins/, copied where another program's Python loads it (LiteLLM's plug-ins beside
     its config, vLLM's start-up hook). Plugins import nothing of memoria's, so the copy runs on its own."""
-    write_atomic(dest, (PLUGINS / name).read_text(encoding="utf-8"))
+    write_atomic(dest, plugin_text(name))
 
 
 def ensure_home(home: Home) -> None:

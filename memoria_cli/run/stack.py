@@ -17,7 +17,7 @@ from memoria_cli.core.profile import Profile, load_profile
 from memoria_cli.core.proxy_config import auth_env, render, worker_key_env, worker_keys
 from memoria_cli.core.worker_spec import LAUNCHER, PROXY, ProcessSpec, proxy_spec, worker_spec
 from memoria_cli.run import processes
-from memoria_cli.run.files import PLUGINS, copy_plugin, write_atomic
+from memoria_cli.run.files import copy_plugin, plugin_text, write_atomic
 from memoria_cli.run.runtimes import Runtimes
 from memoria_cli.run.state import read_state, supervisor_alive
 
@@ -127,7 +127,7 @@ def write_proxy_files(path: Path, config: dict[str, Any]) -> None:
 
 def proxy_plugin_sources() -> dict[str, str]:
     """The files LiteLLM loads from beside its config, by the names it loads them under (for a ConfigMap)."""
-    return {copy: (PLUGINS / source).read_text(encoding="utf-8") for copy, source in PROXY_PLUGINS.items()}
+    return {copy: plugin_text(source) for copy, source in PROXY_PLUGINS.items()}
 
 
 def write_vllm_site(folder: Path) -> None:
