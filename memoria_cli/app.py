@@ -50,6 +50,10 @@ def main() -> None:
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored
         signal.signal(signal.SIGINT, _interrupted)
     argv = sys.argv[1:]
+    if os.environ.get("_MEMORIA_COMPLETE"):  # a shell asks for completions (cli/completion.py)
+        from typer._completion_classes import completion_init  # typer is pinned (0.29.1)
+
+        completion_init()
     if argv[:1] == ["chat"]:
         from memoria_cli.commands.chat import join_option_pairs
 

@@ -21,6 +21,8 @@ COMMANDS = [
     "ocr",
     "transcribe",
     "export",
+    "service",
+    "completion",
 ]
 
 
@@ -57,6 +59,7 @@ def test_every_command_help_has_an_example(memoria, cmd):
         (["export", "kubernetes", "--gpus", "L4", "--router", "vllm-router"], 3, "is not a URL"),
         (["export", "kubernetes", "--gpus", "8GiB@8.9"], 4, "does not fit"),
         (["export", "helm", "--target", "kserve"], 3, "not a chart memoria knows"),
+        (["completion", "tcsh"], 3, "no completion for shell 'tcsh'"),
         (["export", "helm", "--gpus", "L4", "-o", "/"], 3, "/ is a folder"),
     ],
 )

@@ -90,6 +90,7 @@ def demo(tmp_path_factory):
             "env": env,
             "tmp": tmp,
             "marker": state["marker"],
+            "root": f"http://127.0.0.1:{base - 1}",
         }
     finally:
         run_memoria("down", env=env, timeout=180)
@@ -287,3 +288,101 @@ def test_a_chat_whose_client_leaves_stops_on_the_worker(demo, stream):
     made = gauge("vllm:generation_tokens_total") - before
     print(f"stopped {time.monotonic() - t0:.1f} s after the client left, {made:.0f} of 1500 tokens made")
     assert gauge("vllm:num_requests_running") == 0 and made < 750, "the worker kept generating for a client that left"
+
+
+# --- /metrics and the status page, on the demo stack ----------------------------------------------------
+
+DASHBOARD = SHIPPED.parent / "docs" / "grafana-dashboard.json"
+WORKERS = ("demo-embed", "demo-chat", "demo-ocr", "demo-whisper")
+
+
+def test_metrics_carry_every_workers_vllm_figures_and_memorias_gauges(demo):
+    """/metrics on :8200: each worker's own vLLM metrics under its public name, memoria's gauges beside them,
+    and every name the Grafana dashboard reads is there."""
+    import httpx
+
+    from memoria_cli.plugins import ops
+
+    demo["client"].embeddings.create(model="demo-embed", input="counted")
+    deadline = time.monotonic() + 30  # the supervisor samples memory every 5 s
+    while True:
+        r = httpx.get(demo["root"] + "/metrics", timeout=30)
+        got = ops.samples(r.text)
+        held = {lb["worker"]: v for n, lb, v in got if n == "memoria_worker_memory_bytes"}
+        if set(WORKERS) <= set(held) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    running = {lb["model"] for n, lb, _ in got if n == "vllm:num_requests_running"}
+    assert running == set(WORKERS)
+    answered = sum(v for n, lb, v in got if n == "vllm:request_success_total" and lb["model"] == "demo-embed")
+    assert answered >= 1
+    ready = {lb["worker"] for n, lb, v in got if n == "memoria_worker_state" and lb["state"] == "ready" and v == 1}
+    assert ready == {*WORKERS, "proxy"}
+    assert all(held[w] > 100 * 2**20 for w in WORKERS), held  # a vLLM process holds hundreds of MiB
+    kv = {(lb["worker"], lb["source"]): v for n, lb, v in got if n == "memoria_worker_kv_cache_tokens"}
+    assert kv[("demo-chat", "vllm")] == kv[("demo-chat", "plan")]  # vLLM got the KV cache the plan gave it
+    names = {n for n, _, _ in got}
+    wanted = set(re.findall(r"(?:vllm:|memoria_)[a-zA-Z0-9_:]+", DASHBOARD.read_text()))
+    assert wanted and wanted <= names, wanted - names
+
+
+def test_the_status_page_in_a_real_browser(demo, tmp_path):
+    """The page in headless Chromium (Debian's): every worker ready, the memory picture, a chat and an
+    embedding from the playground, a transcription of an uploaded clip; the screenshot is checked by its
+    pixels; then the restart button restarts a worker and the page follows it back to ready.
+    MEMORIA_SCREENSHOTS=DIR keeps the screenshot (docs/status-page.png is made so)."""
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    wav = tmp_path / "fox.wav"
+    subprocess.run(["espeak-ng", "-s", "150", "-w", str(wav), SENTENCES[0]], check=True)
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[*args, "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(demo["root"] + "/ui")
+        page.wait_for_function("document.querySelectorAll('tr[data-worker] [data-state=ready]').length === 5")
+        assert page.locator("[data-plan]").count() == 4  # a planned-vs-held bar per worker
+        assert page.locator(".seg[data-worker]").count() == 4  # who holds what of the host's memory
+        page.select_option("#pgModel", "demo-chat")
+        page.click("#pgSend")
+        page.wait_for_selector("[data-answer=chat]", timeout=120_000)
+        assert "Paris" in page.inner_text("[data-answer=chat]")
+        page.select_option("#pgModel", "demo-whisper")
+        page.set_input_files("#pgFile", str(wav))
+        page.click("#pgSend")
+        page.wait_for_selector("[data-answer=transcription]", timeout=120_000)
+        assert wer(SENTENCES[0], page.inner_text("[data-answer=transcription]")) <= 0.3
+        page.select_option("#pgModel", "demo-chat")
+        page.click("#pgSend")
+        page.wait_for_selector("[data-answer=chat]", timeout=120_000)
+        shot = tmp_path / "status-page.png"
+        page.screenshot(path=str(shot), full_page=True)
+        img = Image.open(shot).convert("RGB")
+        assert img.width >= 1280 and img.height >= 800
+
+        def color_at(selector: str) -> tuple[int, int, int]:
+            box = page.locator(selector).first.bounding_box()
+            assert box is not None
+            return img.getpixel((int(box["x"] + 3), int(box["y"] + box["height"] / 2)))
+
+        assert color_at("tr[data-worker=demo-chat] [data-state=ready]") == (0x12, 0xA1, 0x50)  # the ready pill
+        assert color_at(".seg[data-worker=demo-chat]") == (0x7A, 0x4F, 0xD0)  # demo-chat's share of the RAM
+        keep = os.environ.get("MEMORIA_SCREENSHOTS")
+        if keep:
+            shutil.copy(shot, os.path.join(keep, "status-page.png"))
+        page.select_option("#pgModel", "demo-embed")
+        page.fill("#pgText", "memoria turns GPUs into one endpoint")
+        page.click("#pgSend")
+        page.wait_for_selector("[data-answer=embedding]", timeout=60_000)
+        assert page.inner_text("[data-answer=embedding]").startswith("384 dimensions, norm 1.000")
+        page.click("[data-restart=demo-embed]")  # the button: the same request as `memoria restart demo-embed`
+        page.wait_for_selector("tr[data-worker=demo-embed] [data-state=starting]", timeout=30_000)
+        page.wait_for_selector("tr[data-worker=demo-embed] [data-state=ready]", timeout=300_000)
+        assert errors == []
+        browser.close()
+    state = json.loads(run_memoria("status", "--json", env=demo["env"]).stdout)
+    assert state["processes"]["demo-embed"]["restarts"] == 1

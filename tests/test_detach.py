@@ -63,6 +63,9 @@ def test_run_state_round_trips_with_its_plan():
     assert back == state
     with pytest.raises(ValueError, match="unknown layout"):
         RunState.from_dict({**state.to_dict(), "processes": {"a": {"state": "ready", "port": "8301"}}})
+    # a field of another memoria version (a supervisor started before an upgrade) is not corruption
+    newer = {**state.to_dict(), "processes": {"a": {"state": "ready", "port": 8301, "later_field": 1}}}
+    assert RunState.from_dict(newer).processes["a"].port == 8301
 
 
 @pytest.mark.medium

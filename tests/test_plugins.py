@@ -18,7 +18,9 @@ COPIED = sorted(p.relative_to(PLUGINS) for p in PLUGINS.rglob("*.py"))
 
 
 def test_what_is_copied_is_a_plugin():
-    assert {*PROXY_PLUGINS.values(), *VLLM_SITE.values()} <= {str(p) for p in COPIED}
+    pages = {str(p.relative_to(PLUGINS)) for p in PLUGINS.glob("*.html")}
+    assert pages == {"status_page.html"}
+    assert {*PROXY_PLUGINS.values(), *VLLM_SITE.values()} <= {str(p) for p in COPIED} | pages
 
 
 def test_plugins_import_nothing_of_memoria():

@@ -240,6 +240,8 @@ def test_bodies_within_the_limit_pass_untouched():
         (True, b"127.0.0.1:8200", b"http://localhost:3000", 200),  # listed in proxy.allowed_origins
         (False, b"memoria.lan:8200", None, 200),  # with a key: any name clients use
         (False, b"memoria.lan:8200", b"http://evil.example", 403),
+        (False, b"memoria.lan:8200", b"http://memoria.lan:8200", 200),  # the status page, on its own origin
+        (True, b"rebind.example:8200", b"http://rebind.example:8200", 403),  # same-origin, but not loopback
     ],
 )
 def test_the_guard_refuses_what_a_web_page_could_send(loopback_only, host, origin, status):

@@ -34,6 +34,7 @@ def test_the_built_wheel_has_its_profiles_and_loads_them(tmp_path):
         z.extractall(tmp_path / "site")
     shipped = {p.name for p in (ROOT / "profiles").glob("*.yaml")}
     assert {f"memoria_cli/profiles/{n}" for n in shipped} <= names
+    assert "memoria_cli/plugins/status_page.html" in names  # the proxy serves it at /ui
     code = (
         "import memoria_cli, memoria_cli.core.profile as p; print(memoria_cli.__file__); "
         "print(sorted(x.stem for x in p.shipped_profiles())); p.load_profile('default')"

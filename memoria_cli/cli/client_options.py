@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from memoria_cli.cli import completion
 from memoria_cli.core.units import REQUEST_TIMEOUT
 
 if TYPE_CHECKING:
@@ -13,7 +14,11 @@ if TYPE_CHECKING:
     from memoria_cli.core.kinds import Kind
 
 MODEL = typer.Option(
-    None, "--model", "-m", help="Model name or alias (default: the running profile's one of this kind)."
+    None,
+    "--model",
+    "-m",
+    help="Model name or alias (default: the running profile's one of this kind).",
+    autocompletion=completion.models,
 )
 BASE_URL = typer.Option(
     None,

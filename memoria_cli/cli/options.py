@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-PROFILE = typer.Option("default", "--profile", "-p", help="Profile name (see `memoria profiles`) or a .yaml path.")
+from memoria_cli.cli import completion
+
+PROFILE = typer.Option(
+    "default",
+    "--profile",
+    "-p",
+    help="Profile name (see `memoria profiles`) or a .yaml path.",
+    autocompletion=completion.profiles,
+)
 JSON = typer.Option(False, "--json", help="Machine-readable output on stdout.")
 GPUS = typer.Option(
     None,

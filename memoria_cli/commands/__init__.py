@@ -8,6 +8,7 @@ import typer
 def register(app: typer.Typer) -> None:
     from memoria_cli.commands import (
         chat,
+        completion,
         down,
         embed,
         export,
@@ -19,6 +20,7 @@ def register(app: typer.Typer) -> None:
         profiles,
         pull,
         restart,
+        service,
         setup,
         status,
         supervise,
@@ -38,6 +40,8 @@ def register(app: typer.Typer) -> None:
         gpus,
         profiles,
         setup,  # the service
+        service,
+        completion,
         models,
         chat,
         embed,

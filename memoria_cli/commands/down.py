@@ -68,6 +68,10 @@ def down_cmd(
         say(f"memoria: stopped, but these ports are still taken: {', '.join(busy)}")
     else:
         say("stopped" + (f"; ports {', '.join(map(str, sorted(ports)))} are free" if ports else ""))
+    if state is not None and state.service:
+        from memoria_cli.core.service_unit import systemctl_line
+
+        say(f"memoria: it ran as a systemd service; `{systemctl_line(state.service, 'start')}` starts it again")
 
 
 def _wait_gone(pid: int, timeout: float) -> None:

@@ -7,13 +7,15 @@ import time
 
 import typer
 
+from memoria_cli.cli import completion
+
 
 def register(app: typer.Typer) -> None:
     app.command(name="logs")(logs_cmd)
 
 
 def logs_cmd(
-    name: str = typer.Argument(..., help="A worker's name, `proxy`, or `supervisor`."),
+    name: str = typer.Argument(..., help="A worker's name, `proxy`, or `supervisor`.", autocompletion=completion.logs),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines (Ctrl-C to stop)."),
     lines: int = typer.Option(50, "--lines", "-n", help="How many of the last lines to show."),
 ) -> None:

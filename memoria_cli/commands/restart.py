@@ -6,13 +6,15 @@ import time
 
 import typer
 
+from memoria_cli.cli import completion
+
 
 def register(app: typer.Typer) -> None:
     app.command(name="restart")(restart_cmd)
 
 
 def restart_cmd(
-    name: str = typer.Argument(..., help="A worker's name or `proxy`."),
+    name: str = typer.Argument(..., help="A worker's name or `proxy`.", autocompletion=completion.processes),
     wait: float = typer.Option(5.0, "--wait", help="Seconds to wait for the supervisor to take the request."),
 ) -> None:
     """Ask the running supervisor to restart NAME, resetting its failure counters. Example: `memoria restart proxy`."""

@@ -19,32 +19,12 @@ def register(app: typer.Typer) -> None:
 
 
 def worker_memory(state: RunState, gpus: tuple[Gpu, ...] | None = None) -> dict[str, int]:
-    """Memory each worker's process tree really holds: per GPU from NVML on a GPU host (vLLM's engine core is
-    a child of the API server), resident memory on the CPU engine. `gpus`: NVML's view, probed if not given."""
-    import psutil
+    """Memory each live process of the state holds now (run/usage.py)."""
+    from memoria_cli.run.usage import Root
+    from memoria_cli.run.usage import worker_memory as measure
 
-    gpu = state.engine == "cuda"
-    by_pid: dict[int, int] = {}
-    if gpu:
-        from memoria_cli.core.inventory import probe_gpus
-
-        for g in gpus if gpus is not None else probe_gpus():
-            for proc in g.processes:
-                by_pid[proc.pid] = by_pid.get(proc.pid, 0) + proc.used
-    out = {}
-    for name, p in state.processes.items():
-        if not p.alive or p.pid is None:
-            continue
-        try:
-            root = psutil.Process(p.pid)
-            tree = [root, *root.children(recursive=True)]
-            if gpu:
-                out[name] = sum(by_pid.get(t.pid, 0) for t in tree) // max(1, len(p.devices or [1]))
-            else:
-                out[name] = sum(t.memory_info().rss for t in tree)
-        except (psutil.Error, KeyError, TypeError):
-            continue
-    return out
+    roots = {n: Root(p.pid, len(p.devices or [1])) for n, p in state.processes.items() if p.alive and p.pid}
+    return measure(roots, state.engine == "cuda", gpus)
 
 
 def status_cmd(as_json: bool = JSON) -> None:

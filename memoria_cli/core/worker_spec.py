@@ -142,8 +142,11 @@ def worker_spec(
 LAUNCHER = "memoria_proxy.py"  # plugins/proxy_launcher.py, copied beside the proxy's config
 
 
-def proxy_spec(plan: Plan, litellm_python: str, config: Path, log: Path | None, marker: str) -> ProcessSpec:
-    """LiteLLM's app behind memoria's layers, started by memoria's launcher in LiteLLM's interpreter."""
+def proxy_spec(
+    plan: Plan, litellm_python: str, config: Path, log: Path | None, marker: str, state_file: Path | None = None
+) -> ProcessSpec:
+    """LiteLLM's app behind memoria's layers, started by memoria's launcher in LiteLLM's interpreter.
+    `state_file`: where the supervisor writes its state, read by /metrics and the status page (plugins/ops.py)."""
     argv = [
         litellm_python,
         str(config.with_name(LAUNCHER)),
@@ -176,6 +179,8 @@ def proxy_spec(plan: Plan, litellm_python: str, config: Path, log: Path | None, 
             [*plan.proxy_allowed_origins, f"http://127.0.0.1:{plan.proxy_port}", f"http://localhost:{plan.proxy_port}"]
         ),
     }
+    if state_file is not None:
+        env["MEMORIA_STATE_FILE"] = str(state_file)  # plugins/ops.py: /metrics and the status page read it
     return ProcessSpec(
         name=PROXY,
         argv=tuple(argv),

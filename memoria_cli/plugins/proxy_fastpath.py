@@ -443,7 +443,8 @@ class RequestGuard:
     - Without a key (loopback only), the Host must be a loopback name: a page on a rebinding domain that
       resolves to 127.0.0.1 sends its own name as Host (DNS rebinding).
     - A browser's cross-origin request (its Origin header, preflights included) is refused unless the
-      profile lists that origin (`proxy.allowed_origins`); clients that are not browsers send no Origin.
+      profile lists that origin (`proxy.allowed_origins`); clients that are not browsers send no Origin. A
+      page's request to its own origin (Origin is http:// + Host: the status page at /ui) is not cross-origin.
     Both get 403 before anything runs, on the fast path and LiteLLM's alike."""
 
     LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
@@ -470,7 +471,7 @@ class RequestGuard:
                 f"Host {host!r} is not this machine's loopback: without a "
                 "key the endpoint answers only http://127.0.0.1 (or localhost)",
             )
-        if origin is not None and origin not in self.origins:
+        if origin is not None and origin not in self.origins and origin != f"http://{host}":  # same-origin is fine
             return await BodyLimit.refuse(
                 send,
                 403,

@@ -54,8 +54,21 @@ def lock_holder(home: Home) -> int | None:
 
 
 def refuse_if_running(home: Home) -> None:
-    """The "already running" error now, before a detached start, rather than from the child."""
-    release_lock(acquire_lock(home))
+    """The "already running" error now, before a detached start, rather than from the child; worded for a
+    stack that systemd runs (`memoria service`), which `up` must not start a second time."""
+    from memoria_cli.core.service_unit import systemctl_line
+    from memoria_cli.run.state import read_state
+
+    try:
+        release_lock(acquire_lock(home))
+    except PreflightError:
+        state, _ = read_state(home.state_file)
+        if state is not None and state.service and state.supervisor_alive:
+            raise PreflightError(
+                f"memoria already runs here as the systemd service {state.service.rpartition(':')[2]}",
+                f"`memoria service status` shows it; `{systemctl_line(state.service, 'restart')}` restarts it",
+            ) from None
+        raise
 
 
 def release_lock(fd: int) -> None:

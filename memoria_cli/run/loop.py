@@ -6,6 +6,7 @@ Every transition is written to state.json at once and logged as one line in logs
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -14,8 +15,10 @@ from types import FrameType
 from memoria_cli.core.errors import StartError
 from memoria_cli.core.home import Home
 from memoria_cli.core.profile import Profile
+from memoria_cli.core.service_unit import SERVICE_ENV
 from memoria_cli.core.worker_spec import PROXY, ProcessSpec
-from memoria_cli.run import processes
+from memoria_cli.plugins import ops
+from memoria_cli.run import processes, usage
 from memoria_cli.run.files import open_log
 from memoria_cli.run.lock import acquire_lock, release_lock
 from memoria_cli.run.logs import tail
@@ -41,7 +44,9 @@ class RealSpawner:
         return tail(spec.log, lines) if spec.log else []
 
 
-def snapshot(stack: Stack, sup: Supervisor, phase: Phase, started: float) -> RunState:
+def snapshot(
+    stack: Stack, sup: Supervisor, phase: Phase, started: float, used: dict[str, int] | None = None
+) -> RunState:
     import psutil
 
     me = psutil.Process()
@@ -69,6 +74,7 @@ def snapshot(stack: Stack, sup: Supervisor, phase: Phase, started: float) -> Run
             aliases=entry.aliases if entry else [],
             note=entry.note if entry else None,
             model=entry.model if entry else None,
+            memory=(used or {}).get(p.name),
         )
     return RunState(
         phase=phase,
@@ -81,6 +87,7 @@ def snapshot(stack: Stack, sup: Supervisor, phase: Phase, started: float) -> Run
         marker=stack.home.marker,
         plan=stack.plan,
         processes=procs,
+        service=os.environ.get(SERVICE_ENV, ""),
     )
 
 
@@ -91,20 +98,13 @@ def transition_line(t: Transition, wall: float) -> str:
 
 
 def restart_requests(home: Home) -> list[str]:
-    """Names asked for by `memoria restart NAME` (one file each under requests/), consumed here."""
-    d = home.root / "requests"
-    names = []
-    if d.is_dir():
-        for f in sorted(d.glob("restart-*")):
-            names.append(f.name.removeprefix("restart-"))
-            f.unlink(missing_ok=True)
-    return names
+    """Names asked for by `memoria restart NAME` or the status page's button (one file each under requests/:
+    plugins/ops.py holds the format, for both sides), consumed here."""
+    return ops.restart_requests(home.root)
 
 
 def request_restart(home: Home, name: str) -> None:
-    d = home.root / "requests"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / f"restart-{name}").write_text(str(time.time()))
+    ops.request_restart(home.root, name)
 
 
 def policy_for(profile: Profile) -> Policy:
@@ -134,8 +134,10 @@ def supervise(
         """Written at once: a stop that follows may block the loop for its grace period."""
         lifecycle.write((transition_line(t, time.time()) + "\n").encode())
         lifecycle.flush()
-        write_state(stack.home.state_file, snapshot(stack, sup, phase, started))
+        write_state(stack.home.state_file, snapshot(stack, sup, phase, started, used))
 
+    used: dict[str, int] = {}  # the last sample, kept in every snapshot until the next
+    sampled = 0.0
     extra = {PROXY: stack.proxy_env, **{n: {"VLLM_API_KEY": k} for n, k in stack.worker_keys.items()}}
     sup = Supervisor(
         stack.workers,
@@ -163,7 +165,13 @@ def supervise(
                     break
                 if sup.all_ready():
                     phase = "running"
-                    write_state(stack.home.state_file, snapshot(stack, sup, phase, started))
+                    write_state(stack.home.state_file, snapshot(stack, sup, phase, started, used))
+            if time.monotonic() - sampled >= usage.EVERY:
+                sampled = time.monotonic()
+                used.clear()
+                roots = {p.name: usage.Root(p.handle.pid, len(p.spec.devices)) for p in sup.procs if p.handle}
+                used.update(usage.worker_memory(roots, stack.plan.engine == "cuda"))
+                write_state(stack.home.state_file, snapshot(stack, sup, phase, started, used))
             if on_tick:
                 on_tick(sup, phase)
             time.sleep(poll)

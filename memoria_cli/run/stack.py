@@ -26,6 +26,8 @@ PROXY_PLUGINS = {
     "memoria_hooks.py": "litellm_hooks.py",
     "memoria_fastpath.py": "proxy_fastpath.py",
     "memoria_transcripts.py": "transcripts.py",
+    "memoria_ops.py": "ops.py",
+    "memoria_status_page.html": "status_page.html",
     LAUNCHER: "proxy_launcher.py",
 }
 VLLM_SITE = {"sitecustomize.py": "vllm_hooks.py"}  # what a CPU worker's PYTHONPATH loads at start-up
@@ -75,7 +77,7 @@ def prepare(home: Home, profile_name: str, gpus: str | None = None, given: Plan 
         if w.name in keys:
             env[worker_key_env(i)] = keys[w.name]
     specs = specs_for(the_plan, profile, vllm, home)
-    proxy = proxy_spec(the_plan, litellm, home.proxy_config, home.log_for(PROXY), home.marker)
+    proxy = proxy_spec(the_plan, litellm, home.proxy_config, home.log_for(PROXY), home.marker, home.state_file)
     return Stack(
         home=home,
         profile=profile,

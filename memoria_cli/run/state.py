@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -40,6 +40,7 @@ class ProcessRecord:
     aliases: list[str] = field(default_factory=list)
     note: str | None = None
     model: str | None = None
+    memory: int | None = None  # what its processes hold (run/usage.py: per GPU, or resident on the CPU), sampled
 
     @property
     def alive(self) -> bool:
@@ -66,6 +67,7 @@ class RunState:
     engine: str = "cpu"
     marker: str = ""
     updated_at: float = 0.0
+    service: str = ""  # the systemd unit that runs this supervisor ("" when `memoria up` does)
 
     @property
     def supervisor_alive(self) -> bool:
@@ -103,6 +105,7 @@ class RunState:
                 engine=_str(data.get("engine", "cpu")),
                 marker=_str(data.get("marker", "")),
                 updated_at=float(data.get("updated_at", 0.0)),
+                service=_str(data.get("service", "")),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"unknown layout: {exc}") from None
@@ -121,7 +124,10 @@ def _str(v: Any) -> str:
 
 
 def _process(p: Any) -> ProcessRecord:
-    rec = ProcessRecord(**_dict(p))
+    """A record back; fields this version does not know are dropped (a supervisor of another memoria version
+    may run while the package is upgraded: its state is not corrupt for that)."""
+    known = {f.name for f in fields(ProcessRecord)}
+    rec = ProcessRecord(**{k: v for k, v in _dict(p).items() if k in known})
     if not isinstance(rec.state, str) or type(rec.port) is not int:
         raise TypeError("state and port")
     if rec.pid is not None and type(rec.pid) is not int:
