@@ -328,10 +328,10 @@ def test_metrics_carry_every_workers_vllm_figures_and_memorias_gauges(demo):
 
 
 def test_the_status_page_in_a_real_browser(demo, tmp_path):
-    """The page in headless Chromium (Debian's): every worker ready, the memory picture, a chat and an
-    embedding from the playground, a transcription of an uploaded clip; the screenshot is checked by its
-    pixels; then the restart button restarts a worker and the page follows it back to ready.
-    MEMORIA_SCREENSHOTS=DIR keeps the screenshot (docs/status-page.png is made so)."""
+    """The page in headless Chromium (Debian's): every worker ready, the memory picture, from the playground a
+    chat, a transcription of an uploaded clip, an uploaded image through the vision worker and an embedding;
+    the screenshot is checked by its pixels; then the restart button restarts a worker and the page follows it
+    back to ready. MEMORIA_SCREENSHOTS=DIR keeps the screenshot (docs/status-page.png is made so)."""
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
@@ -356,6 +356,13 @@ def test_the_status_page_in_a_real_browser(demo, tmp_path):
         page.click("#pgSend")
         page.wait_for_selector("[data-answer=transcription]", timeout=120_000)
         assert wer(SENTENCES[0], page.inner_text("[data-answer=transcription]")) <= 0.3
+        png = tmp_path / "page.png"
+        Image.new("RGB", (64, 32), "white").save(png)
+        page.select_option("#pgModel", "demo-ocr")  # random weights: the image's way through is what is checked
+        page.set_input_files("#pgFile", str(png))
+        page.click("#pgSend")
+        page.wait_for_selector("#pgAnswer [data-answer=chat], #pgAnswer .err", timeout=120_000)
+        assert page.locator("#pgAnswer .err").count() == 0, page.inner_text("#pgAnswer")
         page.select_option("#pgModel", "demo-chat")
         page.click("#pgSend")
         page.wait_for_selector("[data-answer=chat]", timeout=120_000)

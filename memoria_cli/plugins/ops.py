@@ -46,6 +46,7 @@ WAITING = "vllm:num_requests_waiting"
 KV_USAGE = "vllm:kv_cache_usage_perc"
 CACHE_INFO = "vllm:cache_config_info"
 SUCCESS = "vllm:request_success_total"
+FIGURES = tuple(f"{n}{{" for n in (RUNNING, WAITING, KV_USAGE, CACHE_INFO, SUCCESS))
 STATES = ("starting", "ready", "unhealthy", "backoff", "fatal", "stopped")  # run/supervisor.S
 RESTART_DIR = "requests"
 # the page runs only its own inline code, talks only to this origin, and is framed by nobody
@@ -71,17 +72,30 @@ def labels_text(labels: dict[str, str]) -> str:
     return ",".join(f'{k}="{escape(v)}"' for k, v in labels.items())
 
 
-def with_labels(line: str, labels: dict[str, str]) -> str | None:
-    """One sample line with `labels` in front of its own (its own win a clash); None if it is not a sample."""
-    m = _SAMPLE.match(line)
-    if m is None or not _number(m.group(3)):
+def with_labels(line: str, labels: dict[str, str], extra: str | None = None) -> str | None:
+    """One sample line with `labels` in front of its own (its own win a clash); None if it is not a sample.
+    `extra`: `labels_text(labels)`, computed once per exposition (this runs for every line of every scrape)."""
+    extra = labels_text(labels) if extra is None else extra
+    brace, space = line.find("{"), line.find(" ")
+    if brace != -1 and (space == -1 or brace < space):
+        if any(f'{k}="' in line for k in labels):  # a clash (rare): parse it properly
+            m = _SAMPLE.match(line)
+            if m is None or not _number(m.group(3)):
+                return None
+            inner = m.group(2)[1:-1].rstrip(",")
+            owned = {k for k, _ in _LABEL.findall(inner)}
+            extra = labels_text({k: v for k, v in labels.items() if k not in owned})
+        end = line.rfind("}")
+        value = line[end + 1 :].split()
+        if end < brace or not value or not _number(value[0]):
+            return None
+        if not extra:
+            return line
+        return line[: brace + 1] + extra + ("," if line[brace + 1] != "}" else "") + line[brace + 1 :]
+    value = line[space + 1 :].split() if space != -1 else []
+    if not value or not _number(value[0]) or len(value) > 2:
         return None
-    name, own, rest = m.group(1), m.group(2), line[m.end(2) if m.group(2) else m.end(1) :]
-    inner = own[1:-1].rstrip(",") if own else ""
-    owned = {k for k, _ in _LABEL.findall(inner)}
-    extra = labels_text({k: v for k, v in labels.items() if k not in owned})
-    joined = ",".join(p for p in (extra, inner) if p)
-    return f"{name}{{{joined}}}{rest}" if joined else f"{name}{rest}"
+    return f"{line[:space]}{{{extra}}}{line[space:]}" if extra else line
 
 
 def _number(text: str) -> bool:
@@ -102,6 +116,7 @@ class Families:
 
     def add(self, text: str, labels: dict[str, str]) -> None:
         current: str | None = None
+        extra = labels_text(labels)
         for line in text.splitlines():
             if line.startswith(("# HELP ", "# TYPE ")):
                 parts = line.split(" ", 3)
@@ -115,7 +130,7 @@ class Families:
                 continue
             if not line.strip() or line.startswith("#"):
                 continue
-            sample = with_labels(line, labels)
+            sample = with_labels(line, labels, extra)
             if sample is None:
                 continue
             name = sample.split("{", 1)[0].split(" ", 1)[0]
@@ -152,9 +167,11 @@ def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
 
 def worker_figures(text: str) -> dict[str, float]:
     """What the status page shows of one worker's own metrics: requests running and waiting, the KV cache's
-    use, requests answered, and the KV cache it actually got (vLLM's cache_config_info)."""
+    use, requests answered, and the KV cache it actually got (vLLM's cache_config_info). Only those lines are
+    parsed: this runs on every scrape."""
     figures: dict[str, float] = {}
-    for name, labels, value in samples(text):
+    wanted = [ln for ln in text.splitlines() if ln.startswith(FIGURES)]
+    for name, labels, value in samples("\n".join(wanted)):
         if name == RUNNING:
             figures["running"] = figures.get("running", 0.0) + value
         elif name == WAITING:
