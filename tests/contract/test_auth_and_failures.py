@@ -138,6 +138,23 @@ def test_a_body_over_the_limit_is_refused_with_413_before_it_is_read(keyed):
     assert ok.data
 
 
+def test_metrics_and_the_status_pages_data_need_the_key(keyed):
+    """With a master key, /metrics and the status page's data answer 401 without it; the page itself, which
+    holds no data, loads and asks for the key. (Before the test that kills the worker: it must be ready.)"""
+    root = keyed["url"].removesuffix("/v1")
+    auth = {"Authorization": f"Bearer {KEY}"}
+    for path in ("/metrics", "/ui/api/status"):
+        assert httpx.get(root + path).status_code == 401
+        assert httpx.get(root + path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.post(root + "/ui/api/restart/tiny-embed").status_code == 401
+    r = httpx.get(root + "/metrics", headers=auth)
+    assert r.status_code == 200 and 'vllm:num_requests_running{model="tiny-embed"' in r.text
+    status = httpx.get(root + "/ui/api/status", headers=auth).json()
+    assert status["state"]["processes"]["tiny-embed"]["state"] == "ready"
+    page = httpx.get(root + "/ui")
+    assert page.status_code == 200 and 'id="keyInput"' in page.text
+
+
 def test_upstream_failure_is_an_api_error_with_a_message(keyed):
     state = json.loads(run_memoria("status", "--json", env=keyed["env"]).stdout)
     worker = state["processes"]["tiny-embed"]
@@ -155,20 +172,3 @@ def test_upstream_failure_is_an_api_error_with_a_message(keyed):
             os.killpg(worker["pid"], signal.SIGCONT)
         except ProcessLookupError:
             pass
-
-
-def test_metrics_and_the_status_pages_data_need_the_key(keyed):
-    """With a master key, /metrics and the status page's data answer 401 without it; the page itself, which
-    holds no data, loads and asks for the key."""
-    root = keyed["url"].removesuffix("/v1")
-    auth = {"Authorization": f"Bearer {KEY}"}
-    for path in ("/metrics", "/ui/api/status"):
-        assert httpx.get(root + path).status_code == 401
-        assert httpx.get(root + path, headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert httpx.post(root + "/ui/api/restart/tiny-embed").status_code == 401
-    r = httpx.get(root + "/metrics", headers=auth)
-    assert r.status_code == 200 and 'vllm:num_requests_running{model="tiny-embed"' in r.text
-    status = httpx.get(root + "/ui/api/status", headers=auth).json()
-    assert status["state"]["processes"]["tiny-embed"]["state"] == "ready"
-    page = httpx.get(root + "/ui")
-    assert page.status_code == 200 and 'id="keyInput"' in page.text
