@@ -251,3 +251,10 @@ def test_a_worker_that_does_not_answer_is_left_out_and_said_so(tmp_path):
     state.write_text("{half")
     status, _, body = call(app, "GET", "/metrics")
     assert status == 200 and body.decode().endswith(" 0\n")  # memoria_up 0: no state to read
+
+
+def test_the_states_listed_are_the_supervisors():
+    """ops.py cannot import memoria (it runs in LiteLLM's interpreter): its copy of the states must match."""
+    from memoria_cli.run.supervisor import S
+
+    assert set(ops.STATES) == {s.value for s in S} and len(ops.STATES) == len(S)

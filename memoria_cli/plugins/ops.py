@@ -201,110 +201,100 @@ def gauge(
         out.append(f"{name}{{{labels_text(labels)}}} {v}" if labels else f"{name} {v}")
 
 
+# memoria's gauges, in the order /metrics lists them: name -> (help, type)
+GAUGES: dict[str, tuple[str, str]] = {
+    "memoria_up": ("1 while memoria's supervisor runs the stack", "gauge"),
+    "memoria_worker_state": ("the supervisor's state of each process (1 for the current one)", "gauge"),
+    "memoria_worker_restarts_total": ("restarts by the supervisor since `up`", "counter"),
+    "memoria_worker_scrape_up": ("1 when the worker's own /metrics answered this scrape", "gauge"),
+    "memoria_worker_ready_seconds": ("seconds since the process last became ready", "gauge"),
+    "memoria_worker_memory_bytes": (
+        "what the process tree holds: per GPU from NVML (memory=gpu), resident on the CPU engine (memory=host)",
+        "gauge",
+    ),
+    "memoria_worker_kv_cache_bytes": ("the KV cache the plan gives the worker", "gauge"),
+    "memoria_worker_budget_bytes": ("the worker's planned memory: weights, activations, graphs, KV", "gauge"),
+    "memoria_worker_weights_bytes": ("the worker's weights as planned", "gauge"),
+    "memoria_worker_context_tokens": ("the context the plan gives each request (--max-model-len)", "gauge"),
+    "memoria_worker_kv_cache_tokens": (
+        "KV cache tokens: as planned (source=plan), as vLLM got (source=vllm)",
+        "gauge",
+    ),
+    "memoria_worker_kv_cache_ratio": ("KV cache tokens vLLM got over those planned", "gauge"),
+    "memoria_gpu_total_bytes": ("each GPU's memory", "gauge"),
+    "memoria_gpu_planned_bytes": ("what the plan puts on each GPU", "gauge"),
+    "memoria_gpu_free_at_plan_bytes": ("each GPU's free memory when the plan was made", "gauge"),
+}
+
+
 def memoria_metrics(state: dict[str, Any] | None, scraped: dict[str, dict[str, float]], host: str, now: float) -> str:
     """memoria's gauges from state.json and the scrape: the state of each worker, restarts, planned and actual
     KV cache and memory, each card's plan. `scraped`: worker -> worker_figures, for the workers that answered."""
-    out: list[str] = []
+    rows: dict[str, list[tuple[dict[str, str], float]]] = {name: [] for name in GAUGES}
     if state is None:
-        gauge(out, "memoria_up", "1 while memoria's supervisor runs the stack", [({"host": host}, 0)])
-        return "\n".join(out) + "\n"
+        rows["memoria_up"].append(({"host": host}, 0))
+    else:
+        _collect(rows, state, scraped, host, now)
+    out: list[str] = []
+    for name, (help_, kind) in GAUGES.items():
+        gauge(out, name, help_, rows[name], kind)
+    return "\n".join(out) + "\n"
+
+
+def _collect(
+    rows: dict[str, list[tuple[dict[str, str], float]]],
+    state: dict[str, Any],
+    scraped: dict[str, dict[str, float]],
+    host: str,
+    now: float,
+) -> None:
     procs: dict[str, Any] = state.get("processes") or {}
     plan = state.get("plan") or {}
-    planned = {w.get("name"): w for w in plan.get("workers") or [] if isinstance(w, dict)}
     running = state.get("phase") in ("starting", "running")
-    gauge(
-        out,
-        "memoria_up",
-        "1 while memoria's supervisor runs the stack",
-        [
-            (
-                {"host": host, "profile": str(state.get("profile", "")), "engine": str(state.get("engine", ""))},
-                1 if running else 0,
-            )
-        ],
-    )
+    up = {"host": host, "profile": str(state.get("profile", "")), "engine": str(state.get("engine", ""))}
+    rows["memoria_up"].append((up, 1 if running else 0))
 
     def who(name: str, p: dict[str, Any]) -> dict[str, str]:
-        return {
-            "worker": name,
-            "model": name if p.get("kind") != "proxy" else "",
-            "kind": str(p.get("kind", "")),
-            "host": host,
-        }
+        model = name if p.get("kind") != "proxy" else ""
+        return {"worker": name, "model": model, "kind": str(p.get("kind", "")), "host": host}
 
-    Rows = list[tuple[dict[str, str], float]]
-    states: Rows = []
-    restarts: Rows = []
-    up: Rows = []
-    memory: Rows = []
     where = "gpu" if state.get("engine") == "cuda" else "host"
-    uptime: Rows = []
     for name, p in procs.items():
         labels = who(name, p)
         for s in STATES:
-            states.append(({**labels, "state": s}, 1 if p.get("state") == s else 0))
-        restarts.append((labels, float(p.get("restarts") or 0)))
+            rows["memoria_worker_state"].append(({**labels, "state": s}, 1 if p.get("state") == s else 0))
+        rows["memoria_worker_restarts_total"].append((labels, float(p.get("restarts") or 0)))
         if p.get("kind") != "proxy":
-            up.append((labels, 1 if name in scraped else 0))
+            rows["memoria_worker_scrape_up"].append((labels, 1 if name in scraped else 0))
         if isinstance(p.get("memory"), (int, float)):
-            memory.append(({**labels, "memory": where}, float(p["memory"])))
+            rows["memoria_worker_memory_bytes"].append(({**labels, "memory": where}, float(p["memory"])))
         if p.get("state") == "ready" and isinstance(p.get("ready_at"), (int, float)):
-            uptime.append((labels, max(0.0, now - float(p["ready_at"]))))
-    gauge(out, "memoria_worker_state", "the supervisor's state of each process (1 for the current one)", states)
-    gauge(out, "memoria_worker_restarts_total", "restarts by the supervisor since `up`", restarts, "counter")
-    gauge(out, "memoria_worker_scrape_up", "1 when the worker's own /metrics answered this scrape", up)
-    gauge(out, "memoria_worker_ready_seconds", "seconds since the process last became ready", uptime)
-    gauge(
-        out,
-        "memoria_worker_memory_bytes",
-        "what the process tree holds: per GPU from NVML (memory=gpu), resident on the CPU engine (memory=host)",
-        memory,
-    )
+            rows["memoria_worker_ready_seconds"].append((labels, max(0.0, now - float(p["ready_at"]))))
 
-    kv_planned: Rows = []
-    kv_actual: Rows = []
-    budget: Rows = []
-    weights: Rows = []
-    tokens: Rows = []
-    context: Rows = []
-    for wname, w in planned.items():
-        name = str(wname)
+    for w in plan.get("workers") or []:
+        if not isinstance(w, dict):
+            continue
+        name = str(w.get("name"))
         labels = who(name, procs.get(name) or {"kind": w.get("kind", "")})
-        kv_planned.append((labels, float(w.get("kv_bytes") or 0)))
-        budget.append((labels, float((w.get("fixed") or 0) + (w.get("kv_bytes") or 0))))
-        weights.append((labels, float(w.get("weights") or 0)))
-        context.append((labels, float(w.get("context") or 0)))
-        if w.get("kv_tokens"):
-            tokens.append(({**labels, "source": "plan"}, float(w["kv_tokens"])))
+        kv = float(w.get("kv_bytes") or 0)
+        rows["memoria_worker_kv_cache_bytes"].append((labels, kv))
+        rows["memoria_worker_budget_bytes"].append((labels, float(w.get("fixed") or 0) + kv))
+        rows["memoria_worker_weights_bytes"].append((labels, float(w.get("weights") or 0)))
+        rows["memoria_worker_context_tokens"].append((labels, float(w.get("context") or 0)))
+        planned = float(w.get("kv_tokens") or 0)
+        if planned:
+            rows["memoria_worker_kv_cache_tokens"].append(({**labels, "source": "plan"}, planned))
         got = scraped.get(name, {}).get("kv_tokens")
         if got:
-            tokens.append(({**labels, "source": "vllm"}, got))
-            if w.get("kv_tokens"):
-                kv_actual.append((labels, got / float(w["kv_tokens"])))
-    gauge(out, "memoria_worker_kv_cache_bytes", "the KV cache the plan gives the worker", kv_planned)
-    gauge(out, "memoria_worker_budget_bytes", "the worker's planned memory: weights, activations, graphs, KV", budget)
-    gauge(out, "memoria_worker_weights_bytes", "the worker's weights as planned", weights)
-    gauge(out, "memoria_worker_context_tokens", "the context the plan gives each request (--max-model-len)", context)
-    gauge(
-        out,
-        "memoria_worker_kv_cache_tokens",
-        "KV cache tokens: as planned (source=plan), as vLLM got (source=vllm)",
-        tokens,
-    )
-    gauge(out, "memoria_worker_kv_cache_ratio", "KV cache tokens vLLM got over those planned", kv_actual)
+            rows["memoria_worker_kv_cache_tokens"].append(({**labels, "source": "vllm"}, got))
+            if planned:
+                rows["memoria_worker_kv_cache_ratio"].append((labels, got / planned))
 
-    total: Rows = []
-    plan_used: Rows = []
-    free: Rows = []
     for d in plan.get("devices") or []:
         labels = {"device": str(d.get("index")), "name": str(d.get("name", "")), "host": host}
-        total.append((labels, float(d.get("total") or 0)))
-        plan_used.append((labels, float(d.get("planned") or 0)))
-        free.append((labels, float(d.get("free") or 0)))
-    gauge(out, "memoria_gpu_total_bytes", "each GPU's memory", total)
-    gauge(out, "memoria_gpu_planned_bytes", "what the plan puts on each GPU", plan_used)
-    gauge(out, "memoria_gpu_free_at_plan_bytes", "each GPU's free memory when the plan was made", free)
-    return "\n".join(out) + "\n"
+        rows["memoria_gpu_total_bytes"].append((labels, float(d.get("total") or 0)))
+        rows["memoria_gpu_planned_bytes"].append((labels, float(d.get("planned") or 0)))
+        rows["memoria_gpu_free_at_plan_bytes"].append((labels, float(d.get("free") or 0)))
 
 
 # --- state and logs --------------------------------------------------------------------------------------
