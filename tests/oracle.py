@@ -14,7 +14,7 @@ from memoria_cli.core.gpu_memory import BLOCK_SIZE, CUDA_CONTEXT
 from memoria_cli.core.home import Home
 from memoria_cli.core.inventory import Inventory
 from memoria_cli.core.model_facts import Facts
-from memoria_cli.core.plan import Plan
+from memoria_cli.core.plan import Plan, held_at_most
 from memoria_cli.run.runtimes import Runtimes
 
 ORACLE = Path(__file__).resolve().parent / "tools" / "vllm_oracle.py"
@@ -64,14 +64,18 @@ def hf_config(f: Facts, kind: str) -> dict:
 
 
 def oracle_inputs(p: Plan, inv: Inventory, facts: dict[str, Facts]) -> list[dict]:
-    """Each worker as vLLM will see it, in start order; the free memory at its start is the card's free
-    memory less what the workers started before it hold (their CUDA context and their whole budget)."""
-    held = {g.index: 0 for g in inv.gpus}
+    """Each worker as vLLM will see it when it starts with every other worker up (a restart, or a wake from
+    stopped, can come at any time): the free memory at its start is the card's free memory less the most the
+    others hold (their CUDA contexts and budgets; of a slot one member awake: plan.held_at_most), and less
+    what its own slot mates hold asleep."""
     rows = []
     for w in p.workers:
         f = facts[w.name]
         g = inv.gpus[w.devices[0]]
-        free = g.free - max(held[d] for d in w.devices) - CUDA_CONTEXT
+        mates = [o for o in p.workers if o is not w and w.slot and o.slot == w.slot]
+        others = [o for o in p.workers if o is not w and o not in mates]
+        held = max(held_at_most(others, d) for d in w.devices) + sum(o.asleep for o in mates)
+        free = g.free - held - CUDA_CONTEXT
         rows.append(
             {
                 "name": w.name,
@@ -95,6 +99,7 @@ def oracle_inputs(p: Plan, inv: Inventory, facts: dict[str, Facts]) -> list[dict
                 "cross": f.cross_tokens > 0,
                 "quantization": f.quantization,
                 "capability": list(g.capability),
+                "sleep_mode": w.idle == "sleep",  # worker_spec: --enable-sleep-mode
                 "estimate": {
                     "cuda_context": w.cuda_context,
                     "weights": w.weights // w.tensor_parallel,
@@ -104,8 +109,6 @@ def oracle_inputs(p: Plan, inv: Inventory, facts: dict[str, Facts]) -> list[dict
                 },
             }
         )
-        for d in w.devices:
-            held[d] += w.budget // w.tensor_parallel  # its CUDA context and ceil(util x total)
     return rows
 
 

@@ -46,7 +46,7 @@ def test_every_command_help_has_an_example(memoria, cmd):
         (["plan", "-p", "no-such-profile"], 3, "no profile named"),
         (["plan", "-p", "/nonexistent/p.yaml"], 3, "profile file not found"),
         (["plan", "--gpus", "lots"], 3, "unknown GPU"),
-        (["plan", "--gpus", "12GiB"], 4, "does not fit"),
+        (["plan", "--gpus", "8GiB"], 4, "does not fit"),
         (["plan", "--gpus", "V100"], 4, "FP8"),
         (["status"], 8, "not running"),
         (["restart", "x"], 8, "not running"),

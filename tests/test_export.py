@@ -30,7 +30,7 @@ from memoria_cli.run.stack import proxy_plugin_sources
 from tests.helpers import litellm_validate, run_memoria
 from tests.oracle import oracle_inputs, run_oracle, vllm_parse
 
-DEFAULT = load_profile("default")
+DEFAULT = load_profile("default").always_awake()  # as `memoria export` plans it: nothing parks in a cluster
 FACTS = {m.name: read_facts(m) for m in DEFAULT.models}
 CARDS = ("T4", "L4", "A100", "2xL4", "2xH100")
 K8S_VERSION = "1.33.0"  # a release kubernetes-validate 1.37 bundles

@@ -151,13 +151,15 @@ def test_a_logs_tail_reads_only_its_end(tmp_path):
 
 def test_restart_requests_are_one_format_for_both_sides(tmp_path):
     from memoria_cli.core.home import Home
-    from memoria_cli.run.loop import request_restart, restart_requests
 
     home = Home(tmp_path, tmp_path / "rt")
-    ops.request_restart(tmp_path, "chat")  # the page's button
-    request_restart(home, "embed")  # `memoria restart embed`
-    assert restart_requests(home) == ["chat", "embed"]
-    assert restart_requests(home) == []  # consumed
+    ops.post_request(tmp_path, "restart", "chat")  # the page's button
+    ops.post_request(home.root, "restart", "embed")  # `memoria restart embed`
+    ops.post_request(home.root, "wake", "embed")  # a request held at the proxy
+    ops.post_request(home.root, "wake", "embed")  # and another: one wake
+    assert ops.take_requests(home.root, "restart") == ["chat", "embed"]
+    assert ops.take_requests(home.root, "restart") == []  # consumed
+    assert ops.take_requests(home.root, "wake") == ["embed"]
 
 
 class Worker(BaseHTTPRequestHandler):
@@ -233,7 +235,7 @@ def test_the_routes_with_a_key(tmp_path, worker_port):
     assert call(app, "POST", "/ui/api/restart/nobody", key)[0] == 404
     assert call(app, "POST", "/ui/api/restart/chat")[0] == 401
     assert call(app, "POST", "/ui/api/restart/chat", key)[0] == 202
-    assert ops.restart_requests(tmp_path) == ["chat"]
+    assert ops.take_requests(tmp_path, "restart") == ["chat"]
     before = Inner.called
     assert call(app, "GET", "/v1/models")[0] == 204 and Inner.called == before + 1  # everything else passes
 

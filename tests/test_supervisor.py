@@ -69,16 +69,18 @@ def spec(name, devices=(), role="worker"):
     )
 
 
-def make(workers=("a", "b"), devices=((), ()), policy=Policy(jitter=0.0)):
-    sp, pr, clk = FakeSpawner(), FakeProber(), Clock()
+def make(workers=("a", "b"), devices=None, policy=Policy(jitter=0.0), prober=None, parking=None, on_change=None):
+    sp, pr, clk = FakeSpawner(), prober or FakeProber(), Clock()
     sup = Supervisor(
-        [spec(n, d) for n, d in zip(workers, devices, strict=True)],
+        [spec(n, d) for n, d in zip(workers, devices or [()] * len(workers), strict=True)],
         spec(PROXY, role="proxy"),
         sp,
         pr,
         clk,
         policy,
         rng=random.Random(0),
+        on_change=on_change,
+        parking=parking,
     )
     return sup, sp, pr, clk
 

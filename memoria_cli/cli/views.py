@@ -8,8 +8,8 @@ import time
 from rich.table import Table
 
 from memoria_cli.core.inventory import Inventory
-from memoria_cli.core.plan import Plan
-from memoria_cli.core.units import fmt_size
+from memoria_cli.core.plan import Plan, WorkerPlan
+from memoria_cli.core.units import fmt_duration, fmt_size
 from memoria_cli.run.state import ProcessRecord, RunState
 from memoria_cli.run.vllm_report import StartupReport, budget_of
 
@@ -20,6 +20,9 @@ STATE_STYLE = {
     "unhealthy": "red",
     "fatal": "bold red",
     "stopped": "dim",
+    "draining": "magenta",
+    "sleeping": "blue",
+    "waking": "yellow",
 }
 
 
@@ -83,7 +86,7 @@ def plan_table(plan: Plan, inv: Inventory, profile: str) -> Table:
         ]
     for w in plan.workers:
         knobs = f"max_num_seqs {w.max_num_seqs}, max_num_batched_tokens {w.max_num_batched_tokens}"
-        caption.append(f"{w.name}: " + "; ".join([*w.why, knobs]))
+        caption.append(f"{w.name}: " + "; ".join([*w.why, knobs, *idle_lines(w)]))
     caption += list(plan.notes)
     caption.append(
         f"proxy: http://{plan.proxy_host}:{plan.proxy_port}/v1, {plan.proxy_workers} LiteLLM "
@@ -93,6 +96,25 @@ def plan_table(plan: Plan, inv: Inventory, profile: str) -> Table:
     t.caption = "\n".join(caption)
     t.caption_justify = "left"
     return t
+
+
+def freed(w: WorkerPlan) -> int:
+    """What a parked worker gives back: all of it stopped; asleep, all but what vLLM keeps (per GPU)."""
+    return w.budget - w.asleep * w.tensor_parallel if w.idle == "sleep" else w.budget
+
+
+def idle_lines(w: WorkerPlan) -> list[str]:
+    if not w.parks:
+        return []
+    how = f"sleep (level {w.sleep_level})" if w.idle == "sleep" else "stop"
+    line = (
+        f"idle after {fmt_duration(w.idle_after)}: {how}, giving back {fmt_size(freed(w))}; requests wait up to "
+        f"{fmt_duration(w.hold)} for it to wake"
+    )
+    if w.idle == "sleep":
+        line += f"; asleep it keeps {fmt_size(w.asleep)} per GPU (CUDA context, graphs, non-torch)"
+        line += ", its weights in host RAM" if w.sleep_level == 1 else ", its weights dropped (reloaded on wake)"
+    return [line] + ([f"slot {w.slot}: one awake at a time with its slot mates"] if w.slot else [])
 
 
 def _machine(inv: Inventory) -> str:
@@ -179,7 +201,9 @@ def status_table(state: RunState, reports: dict[str, StartupReport], used: dict[
             uptime,
             str(p.restarts),
         )
-        if p.state not in ("ready", "stopped") and p.reason:
+        if p.state == "sleeping" and w:
+            notes.append(f"{name}: {p.reason} (gives back {fmt_size(freed(w))})")
+        elif p.state not in ("ready", "stopped") and p.reason:
             notes.append(f"{name}: {p.reason}")
         if p.note:
             notes.append(f"{name}: {p.note}")

@@ -128,6 +128,7 @@ def _plan(profile: str, gpus: str | None) -> tuple[Profile, Plan, str]:
     prof = load_profile(profile)
     if not inventory_for(gpus).gpus:  # before planning: the CPU engine's limits are not the cluster's
         raise no_gpus()
+    prof = prof.always_awake()  # nothing parks and wakes workers in a cluster: _header says so
     _, the_plan = make_plan(prof, gpus)
     for m in prof.models:
         if m.model.startswith("/"):
@@ -146,6 +147,8 @@ def _header(profile: str, gpus: str) -> str:
     return (
         f"{HEADER} {__version__} from profile {profile!r} planned for {gpus} "
         f"(vLLM {VLLM_VERSION}, LiteLLM {LITELLM_VERSION}); edits are lost at the next export\n"
+        "# every worker runs all the time, side by side: the profile's idle policies and slots are not exported "
+        "(no memoria supervisor parks and wakes workers in a cluster)\n"
     )
 
 

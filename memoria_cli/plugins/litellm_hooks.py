@@ -153,7 +153,8 @@ def front(inner: Any, fast_path: Any = None, body_limit: Any = None) -> Any:
 
 def compose(app: Any, router: Any = None, environ: dict[str, str] | None = None) -> Any:
     """memoria's layers around LiteLLM's app: body limit and request guard, memoria's own routes (/metrics, the
-    status page: ops.py), the fast path (unless turned off), the transcription wrapper. `router()` gives
+    status page: ops.py), requests held for parked models (hold.py), the fast path (unless turned off), the
+    transcription wrapper. `router()` gives
     LiteLLM's live router (it is built at start-up, after this)."""
     import os
 
@@ -173,10 +174,14 @@ def compose(app: Any, router: Any = None, environ: dict[str, str] | None = None)
         return made[-1]
 
     ops = _sibling("memoria_ops", "ops.py")
+    held = _sibling("memoria_hold", "hold.py")
     served = front(
         app,
         fast if fp.enabled(env) else None,
-        lambda inner: fp.BodyLimit(fp.guard(ops.ops(inner, fp.key_matches, env), env), fp.body_limit(env)),
+        lambda inner: fp.BodyLimit(
+            fp.guard(ops.ops(held.hold(inner, fp, ops, _transcripts, env), fp.key_matches, env), env),
+            fp.body_limit(env),
+        ),
     )
     served.memoria_fast = made[0] if made else None  # its upstream session, for whoever closes it
     return served

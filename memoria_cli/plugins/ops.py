@@ -47,14 +47,24 @@ KV_USAGE = "vllm:kv_cache_usage_perc"
 CACHE_INFO = "vllm:cache_config_info"
 SUCCESS = "vllm:request_success_total"
 FIGURES = tuple(f"{n}{{" for n in (RUNNING, WAITING, KV_USAGE, CACHE_INFO, SUCCESS))
-STATES = ("starting", "ready", "unhealthy", "backoff", "fatal", "stopped")  # run/supervisor.S
-RESTART_DIR = "requests"
+STATES = (
+    "starting",
+    "ready",
+    "unhealthy",
+    "backoff",
+    "fatal",
+    "stopped",
+    "draining",
+    "sleeping",
+    "waking",
+)  # run/supervisor.S
+REQUESTS = "requests"  # under the home: one file per asked action, `<kind>-<name>`
 # the page runs only its own inline code, talks only to this origin, and is framed by nobody
 CSP = (
     b"default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data: blob:; "
     b"media-src 'self' blob:; frame-ancestors 'none'"
 )
-RESTART_PREFIX = "restart-"
+REQUEST_KINDS = ("restart", "wake")
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)(\s+\S+)?\s*$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -326,20 +336,23 @@ def log_tail(path: str, lines: int = LOG_LINES, limit: int = 64 * 1024) -> list[
     return data.decode("utf-8", errors="replace").splitlines()[-lines:]
 
 
-def request_restart(root: Path, name: str) -> None:
-    """What `memoria restart NAME` and the page's button write: the supervisor consumes it on its next tick."""
-    d = root / RESTART_DIR
+def post_request(root: Path, kind: str, name: str) -> None:
+    """Ask the supervisor for `kind` ("restart": `memoria restart NAME` and the page's button; "wake": a
+    request held at the proxy) on NAME; it consumes the file on its next tick. Asked twice before then, it
+    is one request."""
+    assert kind in REQUEST_KINDS
+    d = root / REQUESTS
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
-    (d / f"{RESTART_PREFIX}{name}").write_text(str(time.time()))
+    (d / f"{kind}-{name}").write_text(str(time.time()))
 
 
-def restart_requests(root: Path) -> list[str]:
-    """The names asked for, consumed (the supervisor's side of `request_restart`)."""
-    d = root / RESTART_DIR
+def take_requests(root: Path, kind: str) -> list[str]:
+    """The names asked for, consumed (the supervisor's side of `post_request`)."""
+    d = root / REQUESTS
     names = []
     if d.is_dir():
-        for f in sorted(d.glob(f"{RESTART_PREFIX}*")):
-            names.append(f.name.removeprefix(RESTART_PREFIX))
+        for f in sorted(d.glob(f"{kind}-*")):
+            names.append(f.name.removeprefix(f"{kind}-"))
             f.unlink(missing_ok=True)
     return names
 
@@ -442,7 +455,7 @@ class Ops:
         procs = (state or {}).get("processes") or {}
         if self.state_file is None or name not in procs:
             return await respond(send, 404, {"error": {"message": f"no worker named {name!r}"}})
-        request_restart(self.state_file.parent, name)
+        post_request(self.state_file.parent, "restart", name)
         await respond(send, 202, {"restart": name})
 
 

@@ -95,9 +95,8 @@ def one_cue_verbose(body: dict[str, Any], duration: float | None) -> dict[str, A
     }
 
 
-def with_form_field(raw: bytes, content_type: bytes, name: str, value: str) -> bytes | None:
-    """A multipart/form-data body with field `name` set to `value` (replaced, or added); None if the body is
-    not multipart."""
+def _form_parts(raw: bytes, content_type: bytes) -> tuple[bytes, list[bytes]] | None:
+    """(separator, parts) of a multipart/form-data body; None if it is not one."""
     import re
 
     m = re.search(rb'boundary="?([^";]+)"?', content_type)
@@ -105,8 +104,27 @@ def with_form_field(raw: bytes, content_type: bytes, name: str, value: str) -> b
         return None
     sep = b"--" + m.group(1)
     parts = raw.split(sep)
-    if len(parts) < 3:
+    return (sep, parts) if len(parts) >= 3 else None
+
+
+def form_field(raw: bytes, content_type: bytes, name: str) -> str | None:
+    """The value of the text field `name` of a multipart/form-data body, or None."""
+    found = _form_parts(raw, content_type)
+    field = f'name="{name}"'.encode()
+    for part in found[1] if found else ():
+        head, _, body = part.partition(b"\r\n\r\n")
+        if field in head:
+            return body.removesuffix(b"\r\n").decode("utf-8", "replace")
+    return None
+
+
+def with_form_field(raw: bytes, content_type: bytes, name: str, value: str) -> bytes | None:
+    """A multipart/form-data body with field `name` set to `value` (replaced, or added); None if the body is
+    not multipart."""
+    found = _form_parts(raw, content_type)
+    if found is None:
         return None
+    sep, parts = found
     field = f'name="{name}"'.encode()
     new_part = b"\r\nContent-Disposition: form-data; " + field + b"\r\n\r\n" + value.encode() + b"\r\n"
     for i, part in enumerate(parts):

@@ -10,10 +10,11 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 from memoria_cli.core.errors import StartError
-from memoria_cli.core.home import Home
+from memoria_cli.core.plan import Plan
 from memoria_cli.core.profile import Profile
 from memoria_cli.core.service_unit import SERVICE_ENV
 from memoria_cli.core.worker_spec import PROXY, ProcessSpec
@@ -25,9 +26,10 @@ from memoria_cli.run.logs import tail
 from memoria_cli.run.probes import HttpProber
 from memoria_cli.run.stack import Stack, preflight, write_proxy_files, write_vllm_site
 from memoria_cli.run.state import Phase, ProcessRecord, RunState, SupervisorRecord, write_state
-from memoria_cli.run.supervisor import Handle, Policy, Proc, Supervisor, Transition
+from memoria_cli.run.supervisor import Handle, Parking, Policy, Proc, S, Supervisor, Transition
 
 SUPERVISOR_LOG = "supervisor.log"
+STARTING_POLL = 0.1  # seconds between ticks while a worker starts
 
 
 class RealSpawner:
@@ -74,7 +76,7 @@ def snapshot(
             aliases=entry.aliases if entry else [],
             note=entry.note if entry else None,
             model=entry.model if entry else None,
-            memory=(used or {}).get(p.name),
+            memory=(used or {}).get(p.name) if p.handle else None,  # a stopped worker holds nothing
         )
     return RunState(
         phase=phase,
@@ -97,14 +99,25 @@ def transition_line(t: Transition, wall: float) -> str:
     return f"{stamp} {t.name}: {t.old} -> {t.new}" + (f" ({t.why})" if t.why else "")
 
 
-def restart_requests(home: Home) -> list[str]:
-    """Names asked for by `memoria restart NAME` or the status page's button (one file each under requests/:
-    plugins/ops.py holds the format, for both sides), consumed here."""
-    return ops.restart_requests(home.root)
+def nap(seconds: float, watched: Path, step: float = 0.05) -> None:
+    """Sleep `seconds`, or less when a request lands in `watched`: a request held for a sleeping worker waits
+    on the wake (a level-1 wake takes well under a second on a GPU: the loop's pace must not double it)."""
+
+    def stamp() -> int | None:
+        try:
+            return watched.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    before, end = stamp(), time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(step, left))
+        if stamp() != before:
+            return
 
 
-def request_restart(home: Home, name: str) -> None:
-    ops.request_restart(home.root, name)
+def parking_for(plan: Plan) -> dict[str, Parking]:
+    return {w.name: Parking(w.idle, w.idle_after, w.sleep_level, w.slot) for w in plan.workers if w.idle != "never"}
 
 
 def policy_for(profile: Profile) -> Policy:
@@ -147,6 +160,7 @@ def supervise(
         time.monotonic,
         policy or policy_for(stack.profile),
         on_change=changed,
+        parking=parking_for(stack.plan),
     )
     failure: Proc | None = None
     try:
@@ -155,9 +169,13 @@ def supervise(
         write_proxy_files(stack.home.proxy_config, stack.proxy_config)
         write_vllm_site(stack.home.vllm_site)
         while not stopping:
-            for name in restart_requests(stack.home):
+            # asked by `memoria restart`, the status page, and requests held at the proxy (plugins/ops.py)
+            for name in ops.take_requests(stack.home.root, "restart"):
                 if any(p.name == name for p in sup.procs):
                     sup.restart(name)
+            for name in ops.take_requests(stack.home.root, "wake"):
+                if any(p.name == name for p in sup.workers):
+                    sup.wake(name)
             sup.tick()
             if phase == "starting":
                 failure = sup.bringing_up_failed()
@@ -174,7 +192,9 @@ def supervise(
                 write_state(stack.home.state_file, snapshot(stack, sup, phase, started, used))
             if on_tick:
                 on_tick(sup, phase)
-            time.sleep(poll)
+            # a starting worker is probed often: a request may be held for it (the bare start polls as fast)
+            starting = any(p.state == S.STARTING for p in sup.procs)
+            nap(min(poll, STARTING_POLL) if starting else poll, stack.home.root / ops.REQUESTS)
     finally:
         write_state(stack.home.state_file, snapshot(stack, sup, "stopping", started))
         sup.stop_all()

@@ -35,6 +35,9 @@ def progress_total(metrics: str) -> float:
     return total
 
 
+CONTROL_TIMEOUT = 120.0  # a level-2 wake reloads the weights; a wait-mode sleep lets requests in flight end
+
+
 class HttpProber:
     """Short timeouts: a probe that hangs is itself the answer (a hung server is not live)."""
 
@@ -67,6 +70,23 @@ class HttpProber:
             return Progress(in_flight=int(json.loads(load.text)["server_load"]), done=progress_total(metrics.text))
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return None
+
+    def sleep(self, spec: ProcessSpec, level: int) -> bool:
+        """vLLM's /sleep (served with VLLM_SERVER_DEV_MODE=1), after what is in flight (mode=wait: the default,
+        abort, would cut it); True once /is_sleeping says so."""
+        return self._control(spec, f"/sleep?level={level}&mode=wait", asleep=True)
+
+    def wake(self, spec: ProcessSpec) -> bool:
+        return self._control(spec, "/wake_up", asleep=False)
+
+    def _control(self, spec: ProcessSpec, path: str, asleep: bool) -> bool:
+        try:
+            r = self.client.post(spec.base_url + path, timeout=CONTROL_TIMEOUT)
+            if r.status_code != 200:
+                return False
+            return bool(self.client.get(spec.base_url + "/is_sleeping").json()["is_sleeping"]) is asleep
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return False
 
     def _ok(self, url: str) -> bool:
         try:

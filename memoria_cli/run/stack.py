@@ -27,6 +27,7 @@ PROXY_PLUGINS = {
     "memoria_fastpath.py": "proxy_fastpath.py",
     "memoria_transcripts.py": "transcripts.py",
     "memoria_ops.py": "ops.py",
+    "memoria_hold.py": "hold.py",
     "memoria_status_page.html": "status_page.html",
     LAUNCHER: "proxy_launcher.py",
 }

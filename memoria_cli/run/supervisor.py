@@ -4,6 +4,15 @@
     STARTING --(3 failed starts in a row | a non-retryable error)--> FATAL     (until `memoria restart`)
     READY --(more than 5 crashes in 30 min)--> FATAL
 
+A worker with an idle policy (`idle:` in the profile, WorkerPlan.idle) also parks and wakes:
+
+    READY --(no requests for idle_after s, or a slot mate is wanted)--> DRAINING --(nothing in flight)--> SLEEPING
+    SLEEPING --(a request: `wake`)--> WAKING --> READY            (sleep: vLLM's /sleep and /wake_up)
+    SLEEPING --(a request: `wake`)--> STARTING --> READY          (stop: its processes ended, started again)
+    DRAINING --(a request)--> READY                               (it was still up: no need to park)
+
+Requests for a worker that is not READY are held at the proxy (plugins/wake.py), which asks for the wake.
+
 Every transition is a method here with the reason in the record, so `status` can say why.
 """
 
@@ -27,6 +36,12 @@ class S(StrEnum):
     UNHEALTHY = "unhealthy"
     BACKOFF = "backoff"
     FATAL = "fatal"
+    DRAINING = "draining"  # parking: new requests are held at the proxy, those in flight finish
+    SLEEPING = "sleeping"  # parked: asleep in vLLM (sleep) or its processes ended (stop)
+    WAKING = "waking"  # vLLM's /wake_up under way
+
+
+PARKED = (S.DRAINING, S.SLEEPING, S.WAKING)
 
 
 class Policy(Supervision):
@@ -72,6 +87,23 @@ class Prober(Protocol):
     def ready(self, spec: ProcessSpec) -> bool: ...
     def live(self, spec: ProcessSpec) -> bool: ...
     def progress(self, spec: ProcessSpec) -> Progress | None: ...
+    def sleep(self, spec: ProcessSpec, level: int) -> bool: ...
+    def wake(self, spec: ProcessSpec) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Parking:
+    """A worker's idle policy, as planned (WorkerPlan.idle and friends)."""
+
+    action: str = "never"  # never | sleep | stop
+    after: float = 0.0
+    level: int = 1
+    slot: str = ""
+
+
+DRAIN_TIMEOUT = 600.0  # seconds a drain waits for requests in flight (core/units.py REQUEST_TIMEOUT)
+DRAIN_MIN = 1.0  # requests the proxy routed just before it read DRAINING reach vLLM's count within this
+SETTLE = 3.0  # a worker just woken serves the requests held for it before it may give way to a slot mate
 
 
 # Failures that retrying cannot fix: (pattern in the log tail, what to tell the user).
@@ -141,6 +173,12 @@ class Proc:
     ever_ready: bool = False
     progress: float | None = None  # the last `Progress.done` seen
     progress_at: float = 0.0  # when it last moved (or nothing was in flight)
+    parking: Parking = field(default_factory=Parking)
+    active_at: float = 0.0  # when it last had work (requests in flight, or counters that moved)
+    seen: float | None = None  # the `Progress.done` seen then
+    wanted: bool = False  # a request waits for it (a wake asked for)
+    drain_since: float = 0.0
+    parked_at: float | None = None
 
     @property
     def name(self) -> str:
@@ -158,8 +196,16 @@ class Supervisor:
         policy: Policy = Policy(),
         rng: random.Random | None = None,
         on_change: Callable[[Transition], None] | None = None,
+        parking: dict[str, Parking] | None = None,
     ) -> None:
-        self.procs = [Proc(s) for s in workers] + ([Proc(proxy)] if proxy else [])
+        self.procs = [Proc(s, parking=(parking or {}).get(s.name, Parking())) for s in workers]
+        self.procs += [Proc(proxy)] if proxy else []
+        first: set[str] = set()
+        for p in self.procs:  # a slot's first member starts; its mates wait, parked, for a request
+            if p.parking.slot in first:
+                p.state, p.reason = S.SLEEPING, f"waits for its turn in slot {p.parking.slot}"
+            elif p.parking.slot:
+                first.add(p.parking.slot)
         self.spawner, self.prober, self.clock, self.policy = spawner, prober, clock, policy
         self.rng = rng or random.Random()
         self.on_change = on_change or (lambda t: None)
@@ -173,7 +219,8 @@ class Supervisor:
         return [p for p in self.procs if p.spec.role != "proxy"]
 
     def all_ready(self) -> bool:
-        return all(p.state == S.READY for p in self.procs)
+        """Every process serves, or is parked (asleep, waiting for its next request)."""
+        return all(p.state == S.READY or (p.state == S.SLEEPING and p.parking.action != "never") for p in self.procs)
 
     def bringing_up_failed(self) -> Proc | None:
         """A process that went FATAL before it was ever ready: `up` gives up on the whole stack."""
@@ -190,6 +237,8 @@ class Supervisor:
                 self._check_starting(p, now)
             elif p.state in (S.READY, S.UNHEALTHY):
                 self._check_running(p, now)
+            elif p.state in PARKED:
+                self._check_parked(p, now)
 
     def _may_start(self, p: Proc) -> bool:
         """Workers sharing a GPU start one at a time (vLLM measures memory while it starts); the proxy last, at
@@ -198,7 +247,9 @@ class Supervisor:
         if p.spec.role == "proxy":
             if p.ever_ready or p.restarts:
                 return True
-            return all(w.ever_ready for w in self.workers) and not any(w.state == S.FATAL for w in self.workers)
+            return all(w.ever_ready or w.state == S.SLEEPING for w in self.workers) and not any(
+                w.state == S.FATAL for w in self.workers
+            )
         if not p.spec.devices:
             return True
         return not any(
@@ -209,10 +260,10 @@ class Supervisor:
         old, p.state, p.reason = p.state, state, reason
         self.on_change(Transition(p.name, old.value, state.value, reason))
 
-    def _start(self, p: Proc, now: float) -> None:
+    def _start(self, p: Proc, now: float, why: str = "starting") -> None:
         p.handle = self.spawner.spawn(p.spec)
         p.started_at, p.ready_at, p.misses, p.progress = now, None, 0, None
-        self._set(p, S.STARTING, "starting")
+        self._set(p, S.STARTING, why)
 
     def _check_starting(self, p: Proc, now: float) -> None:
         assert p.handle is not None and p.started_at is not None
@@ -224,8 +275,8 @@ class Supervisor:
             self._failed_start(p, now, f"not ready after {self.policy.startup_timeout:.0f} s")
             self.spawner.stop([p.handle], self.policy.grace)
         elif self.prober.ready(p.spec):
-            p.ready_at = p.last_live = now
-            p.failed_starts, p.ever_ready = 0, True
+            p.ready_at = p.last_live = p.active_at = now
+            p.failed_starts, p.ever_ready, p.wanted, p.seen = 0, True, False, None
             self._set(p, S.READY, f"ready in {now - p.started_at:.1f} s")
 
     def _failed_start(self, p: Proc, now: float, what: str) -> None:
@@ -254,7 +305,10 @@ class Supervisor:
             if p.misses:
                 p.misses = 0
                 self._set(p, S.READY, "answering again")
-            if self._stalled(p, now):
+            got = self.prober.progress(p.spec) if p.spec.role == "worker" else None
+            if self._idle(p, now, got):
+                return
+            if self._stalled(p, now, got):
                 self._crashed(
                     p,
                     now,
@@ -270,18 +324,115 @@ class Supervisor:
         self._crashed(p, now, f"{p.misses} missed health checks: restarted")  # said first: stopping takes a while
         self.spawner.stop([p.handle], self.policy.grace)
 
-    def _stalled(self, p: Proc, now: float) -> bool:
+    def _stalled(self, p: Proc, now: float, got: Progress | None) -> bool:
         """vLLM's /health answers 200 while its engine core is hung: watch the work instead. Progress moves
         while the engine works; with nothing in flight there is nothing to wait for."""
         if not self.policy.stall_timeout or p.spec.role != "worker":
             return False
-        got = self.prober.progress(p.spec)
         if got is None:
             return False  # no figures this time: nothing to conclude
         if got.in_flight <= 0 or got.done != p.progress:
             p.progress, p.progress_at = got.done, now
             return False
         return now - p.progress_at >= self.policy.stall_timeout
+
+    # ---- parking: idle workers give their memory back, and wake on the next request
+    def _idle(self, p: Proc, now: float, got: Progress | None) -> bool:
+        """Watch a parkable worker's work (vLLM's own counters: the proxy runs in several processes, and
+        requests that bypass it count too); park it after `after` seconds without any. True if it parks."""
+        if p.parking.action == "never" or got is None:
+            return False
+        if got.in_flight > 0 or got.done != p.seen:
+            p.active_at, p.seen = now, got.done
+            return False
+        if now - p.active_at < p.parking.after:
+            return False
+        self._park(p, now, f"no requests for {now - p.active_at:.0f} s")
+        return True
+
+    def _park(self, p: Proc, now: float, why: str) -> None:
+        """Requests are held at the proxy from here on (it reads the state); those in flight finish first."""
+        p.drain_since = now
+        then = "asleep" if p.parking.action == "sleep" else "stopped"
+        self._set(p, S.DRAINING, f"{why}: finishing the requests in flight, then {then}")
+
+    def _check_parked(self, p: Proc, now: float) -> None:
+        if p.handle is not None and (rc := p.handle.poll()) is not None:
+            self.spawner.stop([p.handle], 0)
+            p.handle = None
+            if p.state == S.DRAINING:
+                self._set(p, S.SLEEPING, f"exited with code {rc} while draining: the next request starts it")
+            elif p.state == S.SLEEPING:
+                self._set(p, S.SLEEPING, f"exited with code {rc} while asleep: the next request starts it")
+        if p.state == S.DRAINING:
+            self._check_draining(p, now)
+        elif p.state == S.SLEEPING and p.wanted and self._turn(p, now):
+            self._wake(p, now)
+
+    def _check_draining(self, p: Proc, now: float) -> None:
+        if p.wanted and not self._mate_wanted(p):
+            p.wanted, p.active_at = False, now
+            self._set(p, S.READY, "a request came while it drained: it stays up")
+            return
+        got = self.prober.progress(p.spec) if p.handle is not None else None
+        waited = now - p.drain_since
+        busy = got is not None and (got.in_flight > 0 or waited < DRAIN_MIN)  # a stream in flight is never cut
+        unknown = got is None and p.handle is not None and waited < self.policy.live_interval  # ask again
+        if (busy or unknown) and waited < DRAIN_TIMEOUT:
+            return
+        self._put_down(p, now)
+
+    def _put_down(self, p: Proc, now: float) -> None:
+        p.parked_at = now
+        if p.handle is None:
+            self._set(p, S.SLEEPING, "stopped: the next request starts it")
+            return
+        if p.parking.action == "sleep" and self.prober.sleep(p.spec, p.parking.level):
+            self._set(p, S.SLEEPING, f"asleep (vLLM sleep level {p.parking.level}): the next request wakes it")
+            return
+        how = "vLLM's /sleep failed: stopped instead" if p.parking.action == "sleep" else "stopped"
+        self.spawner.stop([p.handle], self.policy.grace)
+        p.handle = None
+        self._set(p, S.SLEEPING, f"{how}: the next request starts it (a cold start)")
+
+    def _mates(self, p: Proc) -> list[Proc]:
+        return [q for q in self.workers if q is not p and p.parking.slot and q.parking.slot == p.parking.slot]
+
+    def _mate_wanted(self, p: Proc) -> bool:
+        return any(q.wanted for q in self._mates(p))
+
+    def _turn(self, p: Proc, now: float) -> bool:
+        """Whether `p` may wake: no slot mate holds the slot's memory. A mate that serves gives way once it
+        has had SETTLE seconds to serve what was held for it (it drains first: nothing in flight is cut)."""
+        free = True
+        for q in self._mates(p):
+            if q.state in (S.READY, S.UNHEALTHY) and q.ready_at is not None and now - q.ready_at >= SETTLE:
+                self._park(q, now, f"gives way to {p.name} (slot {p.parking.slot})")
+            if q.state not in (S.SLEEPING, S.STOPPED, S.FATAL):
+                free = False
+        return free
+
+    def _wake(self, p: Proc, now: float) -> None:
+        if p.handle is None:
+            self._start(p, now, "woken by a request: starting")
+            return
+        self._set(p, S.WAKING, "woken by a request")
+        if self.prober.wake(p.spec):
+            p.wanted, p.active_at, p.seen, p.ready_at, p.last_live = False, now, None, now, now
+            self._set(p, S.READY, f"awake in {self.clock() - now:.1f} s")
+            return
+        self.spawner.stop([p.handle], self.policy.grace)
+        self._start(p, now, "vLLM's /wake_up failed: starting it again")
+
+    def wake(self, name: str) -> None:
+        """A request waits for `name` (the proxy holds it): wake it, once however many ask."""
+        p = self.get(name)
+        if p.parking.action == "never":
+            return
+        if p.state == S.READY:
+            p.active_at = self.clock()  # just used: it must not park under the request
+        elif p.state in (S.SLEEPING, S.DRAINING):
+            p.wanted = True
 
     def _crashed(self, p: Proc, now: float, what: str) -> None:
         p.crashes = [t for t in p.crashes if now - t < self.policy.crash_window] + [now]
@@ -305,10 +456,14 @@ class Supervisor:
     def restart(self, name: str) -> None:
         """`memoria restart NAME`: a clean slate, whatever the state (FATAL included)."""
         p = self.get(name)
-        if p.handle is not None and p.state in (S.STARTING, S.READY, S.UNHEALTHY):
+        if p.handle is not None and p.state not in (S.STOPPED, S.BACKOFF, S.FATAL):
             self.spawner.stop([p.handle], self.policy.grace)
         p.failed_starts, p.streak, p.crashes, p.misses = 0, 0, [], 0
         p.restarts += 1
+        if any(q.state not in (S.SLEEPING, S.STOPPED, S.FATAL) for q in self._mates(p)):
+            p.handle, p.wanted = None, True  # its slot is taken: it starts when the mate has given way
+            self._set(p, S.SLEEPING, f"restart requested: waits for its turn in slot {p.parking.slot}")
+            return
         self._set(p, S.STOPPED, "restart requested")
 
     def stop_all(self) -> None:

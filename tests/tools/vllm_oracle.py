@@ -188,6 +188,22 @@ def simulate(w: dict, cfg, scale: float) -> dict:
     return {"kv": kv, "held": before - gpu.free, "admitted": admitted, "requested": requested}
 
 
+@contextlib.contextmanager
+def cuda_sleep_mode():
+    """This runtime is vLLM's CPU build: its platform says sleep mode and the cuMem allocator are not
+    available, where a CUDA platform says they are. For a worker with --enable-sleep-mode, the config's own
+    checks run as on CUDA (ModelConfig turns the cuMem allocator on there)."""
+    cls = type(current_platform)
+    saved = (cls.is_sleep_mode_available, cls.is_cumem_allocator_available, cls.is_cuda_alike)
+    cls.is_sleep_mode_available = classmethod(lambda c: True)
+    cls.is_cumem_allocator_available = classmethod(lambda c: True)
+    cls.is_cuda_alike = classmethod(lambda c: True)
+    try:
+        yield
+    finally:
+        cls.is_sleep_mode_available, cls.is_cumem_allocator_available, cls.is_cuda_alike = saved
+
+
 def judge(w: dict) -> dict:
     cap = w["capability"][0] * 10 + w["capability"][1]
     if w["quantization"] == "fp8" and cap < Fp8Config.get_min_capability():
@@ -200,10 +216,13 @@ def judge(w: dict) -> dict:
         max_num_batched_tokens=w["max_num_batched_tokens"],
         block_size=w["block_size"],
         gpu_memory_utilization=w["gmu"],
+        enable_sleep_mode=w.get("sleep_mode", False),
         **({"runner": "pooling"} if w["kind"] == "embedding" else {}),
     )
-    with contextlib.redirect_stdout(io.StringIO()):
+    sleeps = w.get("sleep_mode", False)
+    with contextlib.redirect_stdout(io.StringIO()), cuda_sleep_mode() if sleeps else contextlib.nullcontext():
         cfg = args.create_engine_config(UsageContext.OPENAI_API_SERVER)
+        graphs_released = cfg.use_cumem_cudagraph_pool
     snapshot = MemorySnapshot(
         total_memory=w["total"], free_memory=w["free_at_start"], auto_measure=False, device="cuda:0"
     )
@@ -228,6 +247,9 @@ def judge(w: dict) -> dict:
         "num_blocks": configs[0].num_blocks,
         "kv_tokens": tokens,
         "concurrency": concurrency,
+        # asleep, a worker's CUDA graphs stay on the GPU unless they go to the pool that sleep releases
+        "sleep_mode": cfg.model_config.enable_sleep_mode,
+        "graphs_released_asleep": graphs_released,
         "vllm_max_len": longest,
         "simulated": simulated,
         "prefix_caching": cfg.cache_config.enable_prefix_caching,  # vLLM's default for the model (no flag)
