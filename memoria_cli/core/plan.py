@@ -3,6 +3,7 @@ import (state.json readers load it): the planning itself is in planner.py."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -60,7 +61,7 @@ class WorkerPlan:
         return self.idle != "never"
 
 
-def held_at_most(workers: tuple[WorkerPlan, ...] | list[WorkerPlan], device: int) -> int:
+def held_at_most(workers: Sequence[WorkerPlan], device: int) -> int:
     """The most the workers hold on GPU `device` at once: each one's CUDA context and budget, but of a slot
     only one member awake at a time, its mates asleep (WorkerPlan.asleep)."""
     here = [w for w in workers if device in w.devices]

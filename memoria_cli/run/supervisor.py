@@ -11,7 +11,7 @@ A worker with an idle policy (`idle:` in the profile, WorkerPlan.idle) also park
     SLEEPING --(a request: `wake`)--> STARTING --> READY          (stop: its processes ended, started again)
     DRAINING --(a request)--> READY                               (it was still up: no need to park)
 
-Requests for a worker that is not READY are held at the proxy (plugins/wake.py), which asks for the wake.
+Requests for a worker that is not READY are held at the proxy (plugins/hold.py), which asks for the wake.
 
 Every transition is a method here with the reason in the record, so `status` can say why.
 """
@@ -178,7 +178,6 @@ class Proc:
     seen: float | None = None  # the `Progress.done` seen then
     wanted: bool = False  # a request waits for it (a wake asked for)
     drain_since: float = 0.0
-    parked_at: float | None = None
 
     @property
     def name(self) -> str:
@@ -383,7 +382,6 @@ class Supervisor:
         self._put_down(p, now)
 
     def _put_down(self, p: Proc, now: float) -> None:
-        p.parked_at = now
         if p.handle is None:
             self._set(p, S.SLEEPING, "stopped: the next request starts it")
             return
