@@ -282,7 +282,6 @@ def _with_idle(w: WorkerPlan, entry: ModelEntry, engine: str) -> WorkerPlan:
         idle_after=entry.idle.after if action != "never" else 0.0,
         sleep_level=entry.idle.level if sleeps else 0,
         hold=entry.idle.hold if action != "never" else 0.0,
-        slot=w.slot if engine != "cpu" else entry.slot or "",  # on GPUs: "" where the card did not need it
     )
 
 
@@ -419,7 +418,7 @@ def _plan_gpus_with(
                 kv_cache_dtype=n.kv_dtype,
                 kv_tokens=layout.kv_tokens(kv_gpu, context),
                 concurrency=round(layout.concurrency(kv_gpu, context), 2),
-                slot=n.entry.slot or "" if slots else "",
+                slot=n.entry.slot or "" if slots else "",  # "" where the card does not need the slot
                 asleep=n.asleep(tp),
             )
         )
@@ -591,6 +590,7 @@ def _plan_cpu(profile: Profile, cpu: Cpu, needs: list[_Need], ports: dict[str, i
                 block_size=CPU_BLOCK_SIZE,
                 kv_tokens=layouts[i].kv_tokens(kv, context),
                 concurrency=round(layouts[i].concurrency(kv, context), 2),
+                slot=n.entry.slot or "",  # members take turns; each one's RAM is planned (no sharing on the CPU)
             )
         )
     dev = DevicePlan(

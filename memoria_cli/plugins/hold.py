@@ -69,13 +69,11 @@ def model_of(raw: bytes, content_type: bytes, transcripts: Any) -> str | None:
     return model if isinstance(model, str) else None
 
 
-def unavailable(name: str, waited: float) -> bytes:
-    message = (
+def unavailable(name: str, waited: float) -> str:
+    return (
         f"{name} is waking up (it was parked while idle) and was not ready after {waited:.0f} s: retry in a "
         f"little while (`memoria status` shows it; its profile's idle.hold sets how long requests wait)"
     )
-    err = {"error": {"message": message, "type": "service_unavailable", "param": None, "code": 503}}
-    return json.dumps(err).encode()
 
 
 class Hold:
@@ -122,7 +120,8 @@ class Hold:
         if outcome == "gone":
             return  # the client left: nothing is owed to anyone
         if outcome == "timeout":
-            await refuse_unavailable(send, worker, waited)
+            retry = ((b"retry-after", str(RETRY_AFTER).encode()),)
+            await self.fp.BodyLimit.refuse(send, 503, unavailable(worker, waited), "service_unavailable", retry)
             return
         await self.app(scope, self.fp.replay(raw, receive), with_header(send, waited))
 
@@ -163,22 +162,6 @@ def with_header(send: Any, waited: float) -> Any:
         await send(message)
 
     return sending
-
-
-async def refuse_unavailable(send: Any, name: str, waited: float) -> None:
-    body = unavailable(name, waited)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(RETRY_AFTER).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def hold(app: Any, fp: Any, ops: Any, transcripts: Any, environ: dict[str, str] | None = None) -> Hold:

@@ -419,10 +419,15 @@ class BodyLimit:
         )
 
     @staticmethod
-    async def refuse(send: Any, status: int, message: str) -> None:
-        body = json.dumps(
-            {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": status}}
-        ).encode()
+    async def refuse(
+        send: Any,
+        status: int,
+        message: str,
+        error_type: str = "invalid_request_error",
+        headers: tuple[tuple[bytes, bytes], ...] = ((b"connection", b"close"),),
+    ) -> None:
+        """An OpenAI-shaped error answer from memoria's own layers (this one, the guard, plugins/hold.py)."""
+        body = json.dumps({"error": {"message": message, "type": error_type, "param": None, "code": status}}).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -430,7 +435,7 @@ class BodyLimit:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
+                    *headers,
                 ],
             }
         )

@@ -304,7 +304,8 @@ class Supervisor:
             if p.misses:
                 p.misses = 0
                 self._set(p, S.READY, "answering again")
-            got = self.prober.progress(p.spec) if p.spec.role == "worker" else None
+            watched = p.spec.role == "worker" and (p.parking.action != "never" or self.policy.stall_timeout)
+            got = self.prober.progress(p.spec) if watched else None
             if self._idle(p, now, got):
                 return
             if self._stalled(p, now, got):
@@ -379,9 +380,9 @@ class Supervisor:
         unknown = got is None and p.handle is not None and waited < self.policy.live_interval  # ask again
         if (busy or unknown) and waited < DRAIN_TIMEOUT:
             return
-        self._put_down(p, now)
+        self._put_down(p)
 
-    def _put_down(self, p: Proc, now: float) -> None:
+    def _put_down(self, p: Proc) -> None:
         if p.handle is None:
             self._set(p, S.SLEEPING, "stopped: the next request starts it")
             return
