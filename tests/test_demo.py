@@ -367,17 +367,24 @@ def test_the_status_page_in_a_real_browser(demo, tmp_path):
         page.click("#pgSend")
         page.wait_for_selector("[data-answer=chat]", timeout=120_000)
         shot = tmp_path / "status-page.png"
+        pill, seg = "tr[data-worker=demo-chat] [data-state=ready]", ".seg[data-worker=demo-chat]"
+        # The page redraws its tables every poll, so an element found by one call may be gone by the next: the
+        # boxes are read in one script run (page coordinates, as the full-page shot uses), the shot right after.
+        boxes = page.evaluate(
+            """(sels) => sels.map((s) => { const e = document.querySelector(s); if (!e) return null;
+                 const r = e.getBoundingClientRect(); return [r.x + scrollX, r.y + scrollY, r.height]; })""",
+            [pill, seg],
+        )
         page.screenshot(path=str(shot), full_page=True)
         img = Image.open(shot).convert("RGB")
         assert img.width >= 1280 and img.height >= 800
 
-        def color_at(selector: str) -> tuple[int, int, int]:
-            box = page.locator(selector).first.bounding_box()
+        def color_at(box: list[float] | None) -> tuple[int, int, int]:
             assert box is not None
-            return img.getpixel((int(box["x"] + 3), int(box["y"] + box["height"] / 2)))
+            return img.getpixel((int(box[0] + 3), int(box[1] + box[2] / 2)))
 
-        assert color_at("tr[data-worker=demo-chat] [data-state=ready]") == (0x12, 0xA1, 0x50)  # the ready pill
-        assert color_at(".seg[data-worker=demo-chat]") == (0x7A, 0x4F, 0xD0)  # demo-chat's share of the RAM
+        assert color_at(boxes[0]) == (0x12, 0xA1, 0x50)  # the ready pill
+        assert color_at(boxes[1]) == (0x7A, 0x4F, 0xD0)  # demo-chat's share of the RAM
         keep = os.environ.get("MEMORIA_SCREENSHOTS")
         if keep:
             shutil.copy(shot, os.path.join(keep, "status-page.png"))
