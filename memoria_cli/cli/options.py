@@ -14,6 +14,11 @@ PROFILE = typer.Option(
     autocompletion=completion.profiles,
 )
 JSON = typer.Option(False, "--json", help="Machine-readable output on stdout.")
+AS_HOST = typer.Option(
+    None,
+    "--as",
+    help="In a cluster profile (one with `hosts:`): the host this is; it runs only the models placed on it.",
+)
 GPUS = typer.Option(
     None,
     "--gpus",

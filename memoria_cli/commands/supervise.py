@@ -20,7 +20,7 @@ def supervise_cmd(handoff: Path = typer.Option(..., "--handoff", help="The plan 
 
     try:
         given = read_handoff(handoff)
-        supervise(prepare(Home.from_env(), given.profile, given=given.plan))
+        supervise(prepare(Home.from_env(), given.profile, given=given.plan, as_host=given.host))
     except MemoriaError as exc:
         write_failure(handoff, exc)  # for `up`, as data; and in supervisor.log, by app.main
         raise

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from memoria_cli.cli.options import PROFILE
+from memoria_cli.cli.options import AS_HOST, PROFILE
 
 if TYPE_CHECKING:
     from memoria_cli.core.errors import MemoriaError
@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
 
 def up_cmd(
     profile: str = PROFILE,
+    as_host: str | None = AS_HOST,
     detach: bool = typer.Option(
         False,
         "--detach",
@@ -39,17 +40,17 @@ def up_cmd(
     In the foreground it shows a live status and Ctrl-C stops everything. With `-d` it returns once all
     is ready, or fails with the failing worker's last log lines.
 
-    Example: `memoria up -d --profile demo`, then `memoria status`.
+    Example: `memoria up -d --profile demo`, then `memoria status`. In a cluster profile each host runs
+    its own share: `memoria up -d -p cluster.yaml --as gpu-b` (README: "More than one machine").
     """
     from memoria_cli.commands.pull import pull_missing
     from memoria_cli.core.home import Home
-    from memoria_cli.core.profile import load_profile
     from memoria_cli.run.lock import refuse_if_running
-    from memoria_cli.run.stack import preflight, prepare
+    from memoria_cli.run.stack import preflight, prepare, profile_for
 
     home = Home.from_env()
-    pull_missing(load_profile(profile))  # models from the store first: the plan reads their config.json
-    stack = prepare(home, profile)  # plan, runtimes, auth: fails before anything starts
+    pull_missing(profile_for(profile, as_host)[1])  # models from the store first: the plan reads their config.json
+    stack = prepare(home, profile, as_host=as_host)  # plan, runtimes, auth: fails before anything starts
     refuse_if_running(home)
     if detach:
         from memoria_cli.cli.console import say
@@ -103,7 +104,7 @@ def _detached(home: Home, stack: Stack) -> None:
 
     ensure_home(home)
     log = home.logs / SUPERVISOR_LOG
-    handoff = write_handoff(home, Handoff(profile=str(stack.profile.source), plan=stack.plan))
+    handoff = write_handoff(home, Handoff(str(stack.profile.source), stack.plan, stack.host))
     # Not marked like the workers: a racing `up` sweeps marked leftovers, and must not take a supervisor that
     # has not yet taken the lock for one. `down` finds it by its lock (run/lock.lock_holder).
     with open_log(log) as f:

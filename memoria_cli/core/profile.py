@@ -154,6 +154,10 @@ class ModelEntry(Strict):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
         description="models of one slot take turns on the same memory: one awake at a time",
     )
+    hosts: list[str] | None = Field(
+        default=None,
+        description="in a cluster profile, the hosts that run a replica of this model; unset: every memoria host",
+    )
     extra_args: list[str] = []
     env: dict[str, str] = {}
 
@@ -204,6 +208,39 @@ class ProxySettings(Strict):
     )
 
 
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class Host(Strict):
+    """One machine of a cluster profile (core/cluster.py). A `memoria` host runs `memoria up --as NAME` and
+    supervises its own share; an `openai` host is any OpenAI-compatible server: routed and watched, not run."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=NAME)
+    address: str = Field(min_length=1, description="where the other hosts reach this host's proxy")
+    port: StrictInt | None = Field(default=None, gt=0, lt=65536, description="its proxy's port; unset: proxy.port")
+    entry: bool = Field(default=False, description="the host whose proxy clients use: it routes to the others")
+    kind: Literal["memoria", "openai"] = "memoria"
+    gpus: str | None = Field(default=None, description="its GPUs as `--gpus` takes them, to plan it from here")
+    worker_port_base: StrictInt | None = Field(default=None, gt=1023, lt=65000, description="unset: the profile's")
+    models: list[str] = Field(default=[], description="an openai host: the model names it serves")
+    base_path: str = Field(default="/v1", description="an openai host: its API's path")
+    key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="an openai host: the variable holding its key (memoria hosts share LITELLM_MASTER_KEY)",
+    )
+
+    @model_validator(mode="after")
+    def _kind_fits(self) -> Host:
+        if self.kind == "memoria" and (self.models or self.key_env):
+            raise ValueError(f"host {self.name}: `models` and `key_env` are for openai hosts (memoria hosts plan)")
+        if self.kind == "openai" and not self.models:
+            raise ValueError(f"host {self.name}: an openai host lists the model names it serves in `models`")
+        if self.kind == "openai" and self.entry:
+            raise ValueError(f"host {self.name}: the entry must be a memoria host (it runs the proxy)")
+        return self
+
+
 class Supervision(Strict):
     """Restart policy (DESIGN §5); the defaults are the design's."""
 
@@ -231,6 +268,7 @@ class Profile(Strict):
     startup_timeout: float = Field(default=STARTUP_TIMEOUT, gt=0, description="seconds a worker may take to be ready")
     supervision: Supervision = Supervision()
     models: list[ModelEntry] = Field(min_length=1)
+    hosts: list[Host] = Field(default=[], description="a cluster: every host, one of them the entry")
     source: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -270,6 +308,32 @@ class Profile(Strict):
                     raise ValueError(
                         f"{m.name} is in slot {slot!r} but never gives way: set its `idle.action` to sleep or stop"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _hosts_known(self) -> Profile:
+        """A cluster has one entry, hosts named once, and models placed only on memoria hosts it lists."""
+        if not self.hosts:
+            for m in self.models:
+                if m.hosts is not None:
+                    raise ValueError(f"{m.name} names `hosts` but the profile has no `hosts:` section")
+            return self
+        names = [h.name for h in self.hosts]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"host {twice[0]!r} is listed twice")
+        entries = [h.name for h in self.hosts if h.entry]
+        if len(entries) != 1:
+            raise ValueError(
+                "a cluster has exactly one entry host (`entry: true`), "
+                + (f"not {len(entries)}: {', '.join(entries)}" if entries else "and none is marked")
+            )
+        runs = {h.name for h in self.hosts if h.kind == "memoria"}
+        for m in self.models:
+            for h in m.hosts or ():
+                if h not in runs:
+                    known = ", ".join(sorted(runs))
+                    raise ValueError(f"{m.name} is placed on {h!r}, which is not a memoria host here ({known})")
         return self
 
     def always_awake(self) -> Profile:

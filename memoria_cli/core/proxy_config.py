@@ -23,10 +23,17 @@ WEAK_KEY_ENV = "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY"
 PARKED_HEALTH_TIMEOUT = 5  # seconds: read by litellm/proxy/health_check.py from model_info
 
 
-def render(plan: Plan, profile: Profile, auth: bool, bases: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """`bases`: each worker's URL where it is not on this host's loopback (a Kubernetes Service)."""
+def render(
+    plan: Plan,
+    profile: Profile,
+    auth: bool,
+    bases: Mapping[str, str] | None = None,
+    aliases: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """`bases`: each worker's URL where it is not on this host's loopback (a Kubernetes Service). `aliases`:
+    every alias the proxy answers to, where models run elsewhere too (a cluster's entry: core/cluster.py)."""
     model_list = []
-    aliases: dict[str, str] = {}
+    names: dict[str, str] = dict(aliases or {})
     for i, w in enumerate(plan.workers):
         entry = profile.model(w.name)
         info: dict[str, Any] = {"mode": KINDS[w.kind].litellm_mode}
@@ -49,7 +56,7 @@ def render(plan: Plan, profile: Profile, auth: bool, bases: Mapping[str, str] | 
             }
         )
         for a in entry.aliases:
-            aliases[a] = w.name
+            names[a] = w.name
     general: dict[str, Any] = {"disable_spend_logs": True, "disable_error_logs": True}
     if auth:
         general["master_key"] = f"os.environ/{MASTER_KEY_ENV}"  # the key itself never lands in a file
@@ -57,7 +64,7 @@ def render(plan: Plan, profile: Profile, auth: bool, bases: Mapping[str, str] | 
     return {
         "model_list": model_list,
         "router_settings": {
-            "model_group_alias": aliases,
+            "model_group_alias": names,
             # One retry covers a pooled keep-alive connection that vLLM closed just as it was reused.
             "num_retries": 1,
         },

@@ -41,10 +41,12 @@ class ProcessSpec:
     devices: tuple[int, ...] = ()
     remove_env: tuple[str, ...] = field(default=())  # inherited variables that would override the plan
     role: str = "worker"  # "worker" or "proxy": what the supervisor does with it, whatever its name
+    probe_host: str = "127.0.0.1"  # where it answers probes: a proxy bound to one address answers only there
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        host = f"[{self.probe_host}]" if ":" in self.probe_host else self.probe_host
+        return f"http://{host}:{self.port}"
 
 
 def kind_args(entry: ModelEntry) -> list[str]:
@@ -205,6 +207,7 @@ def proxy_spec(
         models_path=None,
         log=log,
         role="proxy",
+        probe_host="127.0.0.1" if plan.proxy_host in ("0.0.0.0", "::", "") else plan.proxy_host,
     )
 
 

@@ -154,8 +154,8 @@ def front(inner: Any, fast_path: Any = None, body_limit: Any = None) -> Any:
 def compose(app: Any, router: Any = None, environ: dict[str, str] | None = None) -> Any:
     """memoria's layers around LiteLLM's app: body limit and request guard, memoria's own routes (/metrics, the
     status page: ops.py), requests held for parked models (hold.py), the fast path (unless turned off), the
-    transcription wrapper. `router()` gives
-    LiteLLM's live router (it is built at start-up, after this)."""
+    transcription wrapper; on a cluster's entry, the membership watch (members.py), started once LiteLLM's
+    start-up is over. `router()` gives LiteLLM's live router (it is built at start-up, after this)."""
     import os
 
     env = os.environ if environ is None else environ
@@ -175,16 +175,41 @@ def compose(app: Any, router: Any = None, environ: dict[str, str] | None = None)
 
     ops = _sibling("memoria_ops", "ops.py")
     held = _sibling("memoria_hold", "hold.py")
+    watch = _sibling("memoria_members", "members.py").watcher(router, env)
+    routes: list[Any] = []
+
+    def own_routes(inner: Any) -> Any:
+        routes.append(ops.ops(held.hold(inner, fp, ops, _transcripts, env), fp.key_matches, env))
+        routes[-1].members = watch
+        return routes[-1]
+
     served = front(
         app,
         fast if fp.enabled(env) else None,
-        lambda inner: fp.BodyLimit(
-            fp.guard(ops.ops(held.hold(inner, fp, ops, _transcripts, env), fp.key_matches, env), env),
-            fp.body_limit(env),
-        ),
+        lambda inner: fp.BodyLimit(fp.guard(own_routes(inner), env), fp.body_limit(env)),
     )
+    if watch is not None:
+        served = after_startup(served, watch.start)
     served.memoria_fast = made[0] if made else None  # its upstream session, for whoever closes it
     return served
+
+
+def after_startup(inner: Any, then: Any) -> Any:
+    """`inner`, calling `then()` once its ASGI lifespan start-up has completed (LiteLLM's router exists by then)."""
+
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") != "lifespan":
+            await inner(scope, receive, send)
+            return
+
+        async def sent(message: dict[str, Any]) -> None:
+            await send(message)
+            if message.get("type") == "lifespan.startup.complete":
+                then()
+
+        await inner(scope, receive, sent)
+
+    return asgi
 
 
 try:  # loaded by the LiteLLM proxy

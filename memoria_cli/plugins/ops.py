@@ -11,6 +11,9 @@ no counters of its own on the request path (it runs in several processes; vLLM c
 - `GET /ui`: the status page (status_page.html, copied beside this file as memoria_status_page.html).
 - `GET /ui/api/status`: the state, per-worker figures read from vLLM's metrics and the logs' last lines.
 - `POST /ui/api/restart/NAME`: the same request `memoria restart NAME` makes (a file under requests/).
+- `GET /ui/api/ready`: the public names this host serves now (ready, or parked and woken by a request): what a
+  cluster's entry asks every couple of seconds (plugins/members.py), so it reads state.json and nothing else.
+- `GET /ui/api/members`: on a cluster's entry, each member as the watch sees it (in rotation or not, and why).
 
 With a master key, every route but the page itself needs it (the page asks for it and holds it in the tab's
 sessionStorage); without one, the guard has already refused anything but loopback.
@@ -65,6 +68,9 @@ CSP = (
     b"media-src 'self' blob:; frame-ancestors 'none'"
 )
 REQUEST_KINDS = ("restart", "wake")
+READY = UI + "/api/ready"  # plugins/members.py READY_PATH
+MEMBERS = UI + "/api/members"
+PARKED = ("draining", "sleeping", "waking", "stopped")  # with an idle policy: a request wakes it (hold.py)
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)(\s+\S+)?\s*$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -357,6 +363,20 @@ def take_requests(root: Path, kind: str) -> list[str]:
     return names
 
 
+def serving(state: dict[str, Any] | None) -> list[str]:
+    """The public names whose worker answers now, or will once a request wakes it (its idle policy parked it)."""
+    plan = (state or {}).get("plan") or {}
+    idle = {w.get("name"): w.get("idle", "never") for w in plan.get("workers") or () if isinstance(w, dict)}
+    names = []
+    for name, p in ((state or {}).get("processes") or {}).items():
+        if not isinstance(p, dict) or p.get("kind") == "proxy":
+            continue
+        s = p.get("state")
+        if s == "ready" or (s in PARKED and idle.get(name, "never") != "never"):
+            names.append(name)
+    return sorted(names)
+
+
 def status_document(state: dict[str, Any] | None, scraped: dict[str, dict[str, float]], host: str) -> dict[str, Any]:
     """What the page draws: the state as the supervisor wrote it, each worker's live figures, its log's tail."""
     if state is None:
@@ -377,6 +397,7 @@ class Ops:
         self.key_matches = key_matches
         self.host = socket.gethostname()
         self._session: Any = None
+        self.members: Any = None  # a cluster entry's plugins/members.Watcher, set by litellm_hooks.compose
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope.get("type") == "http" else ""
@@ -392,6 +413,10 @@ class Ops:
             return await respond(send, 401, {"error": {"message": "missing or wrong API key", "type": "auth_error"}})
         if path == METRICS and method in ("GET", "HEAD"):
             return await self.metrics(send)
+        if path == READY and method == "GET":
+            return await respond(send, 200, {"host": self.host, "models": serving(read_state(self.state_file))})
+        if path == MEMBERS and method == "GET":
+            return await respond(send, 200, {"members": self.members.watch.report() if self.members else []})
         if path == UI + "/api/status" and method == "GET":
             state = read_state(self.state_file)
             _, figures = await self.scrape(state)

@@ -11,7 +11,11 @@ LiteLLM's app and takes only what it can serve exactly as the API guide promises
   `hosted_vllm` / `openai` deployment.
 
 It relays the bytes and renames vLLM's `reasoning` to the guide's `reasoning_content` (in the message, and in
-every stream delta). Everything else — other routes, unknown models, another key, a worker that refuses the
+every stream delta). On a cluster's entry some deployments are other hosts' proxies (plugins/members.py puts
+them in the router): one that cannot be reached within MEMBER_CONNECT seconds, or answers 5xx before a byte is
+sent on, is taken out of the router at once and the request goes to the next deployment, so a dead or
+blackholed host costs a request one short wait, not a lost answer (the member watch puts it back when it
+answers again). Everything else — other routes, unknown models, another key, a worker that refuses the
 connection or drops it before answering — goes to LiteLLM unchanged, with the body replayed, so LiteLLM stays
 the router and the one place that words those errors. What a taken request skips: LiteLLM's callbacks and
 logging (memoria's own callback only touches transcriptions), and its retries after an answer has started.
@@ -64,6 +68,10 @@ ROUTE_HEADER = (b"x-memoria-route", b"fast")
 HOP = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"date", b"server"})
 ENV = "MEMORIA_FAST_PATH"
 UPSTREAM_KEEPALIVE = 3.0  # below uvicorn's 5 s, so a pooled connection is never reused just as vLLM closes it
+MEMBER_PREFIX = "memoria-member:"  # plugins/members.py ID_PREFIX: a deployment that is another host
+MEMBER_CONNECT = 1.0  # seconds: a host on the LAN connects in well under a millisecond; a cut link never does
+MEMBER_RECHECK = 0.5  # seconds between looks, while a member's answer is awaited, at whether it is still in
+MAX_TRIES = 4  # deployments one request may try before LiteLLM's own path takes it
 
 
 @dataclass(frozen=True)
@@ -72,16 +80,37 @@ class Target:
     body: bytes
     chat: bool
     api_key: str | None
+    deployment: str = ""  # its id in the router
+    member: bool = False  # another host of a cluster (plugins/members.py)
 
 
-def pick_deployment(router: Any, model: Any) -> tuple[str, str, str | None] | None:
-    """(api_base, upstream model name, key) of one of the vLLM deployments LiteLLM routes `model` to."""
+@dataclass(frozen=True)
+class Picked:
+    base: str
+    name: str
+    key: str | None
+    deployment: str
+
+    @property
+    def member(self) -> bool:
+        return self.deployment.startswith(MEMBER_PREFIX)
+
+
+def _id(deployment: Any) -> str:
+    info = deployment.get("model_info") if isinstance(deployment, dict) else None
+    return str(info.get("id") or "") if isinstance(info, dict) else ""
+
+
+def pick_deployment(router: Any, model: Any, avoid: frozenset[str] = frozenset()) -> Picked | None:
+    """One of the vLLM deployments LiteLLM routes `model` to, at random (as LiteLLM's simple-shuffle), not
+    one of `avoid` (ids this request already failed on)."""
     if router is None or not isinstance(model, str):
         return None
-    deployments = router.get_model_list(model_name=model) or []
+    deployments = [d for d in router.get_model_list(model_name=model) or [] if _id(d) not in avoid]
     if not deployments:
         return None
-    params = random.choice(deployments).get("litellm_params") or {}
+    chosen = random.choice(deployments)
+    params = chosen.get("litellm_params") or {}
     provider, _, name = str(params.get("model", "")).partition("/")
     base = params.get("api_base")
     if provider not in PROVIDERS or not name or not isinstance(base, str):
@@ -89,10 +118,12 @@ def pick_deployment(router: Any, model: Any) -> tuple[str, str, str | None] | No
     key = params.get("api_key")
     if isinstance(key, str) and key.startswith("os.environ/"):  # memoria's worker keys (proxy_config.py)
         key = os.environ.get(key.removeprefix("os.environ/"))
-    return base.rstrip("/"), name, key if isinstance(key, str) and key not in ("", "none") else None
+    return Picked(
+        base.rstrip("/"), name, key if isinstance(key, str) and key not in ("", "none") else None, _id(chosen)
+    )
 
 
-def plan_request(path: str, raw: bytes, router: Any) -> Target | None:
+def plan_request(path: str, raw: bytes, router: Any, avoid: frozenset[str] = frozenset()) -> Target | None:
     """Where a request goes upstream, with its body ready to send; None when LiteLLM should take it."""
     suffix = UPSTREAM.get(path)
     if suffix is None:
@@ -103,14 +134,22 @@ def plan_request(path: str, raw: bytes, router: Any) -> Target | None:
         return None
     if not isinstance(body, dict) or LITELLM_ONLY.intersection(body):
         return None
-    found = pick_deployment(router, body.get("model"))
+    found = pick_deployment(router, body.get("model"), avoid)
     if found is None:
         return None
-    base, name, key = found
-    if body["model"] != name:
-        body["model"] = name
+    if body["model"] != found.name:
+        body["model"] = found.name
         raw = _dumps(body)
-    return Target(url=base + suffix, body=raw, chat=suffix == "/chat/completions", api_key=key)
+    chat = suffix == "/chat/completions"
+    return Target(found.base + suffix, raw, chat, found.key, found.deployment, found.member)
+
+
+def evict(router: Any, deployment: str) -> None:
+    """A member that failed a request leaves the router now; the member watch puts it back when it answers."""
+    try:
+        router.delete_deployment(id=deployment)
+    except Exception:  # LiteLLM's own bookkeeping: the request is retried elsewhere either way
+        pass
 
 
 def _dumps(obj: Any) -> bytes:
@@ -249,9 +288,19 @@ class FastPath:
             await self.app(scope, receive, send)  # LiteLLM's auth (the same check) words the 401
             return
         raw = await read_body(receive)
-        target = plan_request(scope["path"], raw, self.router())
-        if target is None or not await self.relay(target, receive, send):
-            await self.app(scope, replay(raw, receive), send)
+        tried: set[str] = set()
+        for _ in range(MAX_TRIES):
+            router = self.router()
+            target = plan_request(scope["path"], raw, router, frozenset(tried))
+            if target is None:
+                break
+            if await self.relay(target, receive, send):
+                return
+            if not target.member:
+                break  # a local worker: LiteLLM's path words what happens (and retries once)
+            tried.add(target.deployment)
+            evict(router, target.deployment)
+        await self.app(scope, replay(raw, receive), send)
 
     async def relay(self, t: Target, receive: Any, send: Any) -> bool:
         """Send `t` to the worker and its answer to the client; False (nothing sent) when the worker could not
@@ -290,11 +339,17 @@ class FastPath:
     async def _relay(self, t: Target, headers: dict[str, str], send: Any) -> bool:
         import aiohttp
 
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=MEMBER_CONNECT, sock_read=600) if t.member else None
         try:
-            resp = await self.session.post(t.url, data=t.body, headers=headers)
-        except (aiohttp.ClientError, OSError):
+            sent = self.session.post(t.url, data=t.body, headers=headers, timeout=timeout or self.session.timeout)
+            resp = await (self._while_member(sent, t.deployment) if t.member else sent)
+        except (aiohttp.ClientError, OSError, TimeoutError):
             return False
+        if resp is None:
+            return False  # the member left the rotation while this waited: another replica answers
         async with resp:
+            if t.member and resp.status >= 500:
+                return False  # the host is there but its worker is not: another replica answers
             out = [
                 (k.lower().encode("latin-1"), v.encode("latin-1"))
                 for k, v in resp.headers.items()
@@ -331,6 +386,24 @@ class FastPath:
                 tail = stream_error(f"the model worker went away mid-stream ({type(exc).__name__}); retry")
             await send({"type": "http.response.body", "body": tail, "more_body": False})
             return True
+
+    async def _while_member(self, sent: Any, deployment: str) -> Any:
+        """The member's answer, or None as soon as the member watch (or another request) has taken it out of
+        the router: a frozen host accepts connections and never answers, and until a byte of the answer has
+        come nothing is lost by asking another replica."""
+        task = asyncio.ensure_future(sent)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=MEMBER_RECHECK)
+                if done:
+                    return task.result()
+                router = self.router()
+                if router is not None and router.get_deployment(model_id=deployment) is None:
+                    return None
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
 
 async def read_body(receive: Any) -> bytes:

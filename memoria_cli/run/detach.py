@@ -22,6 +22,7 @@ from memoria_cli.run.files import write_atomic
 class Handoff:
     profile: str  # the profile's file: the supervisor loads it again for the workers' settings
     plan: Plan
+    host: str | None = None  # `up --as NAME`: this host's share of a cluster profile
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Failure:
 
 def write_handoff(home: Home, handoff: Handoff) -> Path:
     path = home.root / "run" / f"handoff-{secrets.token_hex(6)}.json"
-    write_atomic(path, json.dumps({"profile": handoff.profile, "plan": handoff.plan.to_dict()}))
+    write_atomic(path, json.dumps({"profile": handoff.profile, "plan": handoff.plan.to_dict(), "host": handoff.host}))
     return path
 
 
@@ -45,7 +46,8 @@ def read_handoff(path: Path) -> Handoff:
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return Handoff(profile=str(data["profile"]), plan=Plan.from_dict(data["plan"]))
+        host = data.get("host")
+        return Handoff(str(data["profile"]), Plan.from_dict(data["plan"]), str(host) if host else None)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"cannot read the plan handed over at {path}: {exc}", "start with `memoria up -d`") from None
 

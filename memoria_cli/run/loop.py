@@ -166,7 +166,7 @@ def supervise(
     try:
         for note in preflight(stack):
             print(f"memoria: {note}", flush=True)
-        write_proxy_files(stack.home.proxy_config, stack.proxy_config)
+        write_proxy_files(stack.home.proxy_config, stack.proxy_config, stack.members)
         write_vllm_site(stack.home.vllm_site)
         while not stopping:
             # asked by `memoria restart`, the status page, and requests held at the proxy (plugins/ops.py)

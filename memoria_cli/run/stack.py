@@ -3,18 +3,20 @@ files it needs before the supervisor takes over."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memoria_cli.core.errors import PreflightError
+from memoria_cli.core import cluster
+from memoria_cli.core.errors import InputError, PreflightError
 from memoria_cli.core.home import Home
 from memoria_cli.core.inventory import Inventory, inventory_for
 from memoria_cli.core.model_facts import read_facts
 from memoria_cli.core.plan import Plan
 from memoria_cli.core.planner import plan
 from memoria_cli.core.profile import Profile, load_profile
-from memoria_cli.core.proxy_config import auth_env, render, worker_key_env, worker_keys
+from memoria_cli.core.proxy_config import MASTER_KEY_ENV, auth_env, render, worker_key_env, worker_keys
 from memoria_cli.core.worker_spec import LAUNCHER, PROXY, ProcessSpec, proxy_spec, worker_spec
 from memoria_cli.run import processes
 from memoria_cli.run.files import copy_plugin, plugin_text, write_atomic
@@ -28,9 +30,12 @@ PROXY_PLUGINS = {
     "memoria_transcripts.py": "transcripts.py",
     "memoria_ops.py": "ops.py",
     "memoria_hold.py": "hold.py",
+    "memoria_members.py": "members.py",
     "memoria_status_page.html": "status_page.html",
     LAUNCHER: "proxy_launcher.py",
 }
+MEMBERS_FILE = "members.json"  # beside the proxy's config, on a cluster's entry: plugins/members.py reads it
+MEMBERS_ENV = "MEMORIA_MEMBERS_FILE"
 VLLM_SITE = {"sitecustomize.py": "vllm_hooks.py"}  # what a CPU worker's PYTHONPATH loads at start-up
 
 
@@ -45,6 +50,8 @@ class Stack:
     auth: bool
     proxy_env: dict[str, str] = field(repr=False)  # may hold the master key: never logged, never in argv
     worker_keys: dict[str, str] = field(default_factory=dict, repr=False)  # name -> its VLLM_API_KEY (with auth)
+    host: str | None = None  # a cluster host's name (`up --as`)
+    members: dict[str, Any] | None = None  # on a cluster's entry: what its proxy watches (core/cluster.py)
 
     @property
     def url(self) -> str:
@@ -65,13 +72,38 @@ def specs_for(the_plan: Plan, profile: Profile, vllm_exe: str, home: Home) -> li
     ]
 
 
-def prepare(home: Home, profile_name: str, gpus: str | None = None, given: Plan | None = None) -> Stack:
+def profile_for(profile_name: str, as_host: str | None) -> tuple[Profile, Profile]:
+    """(the profile as written, what this host runs): the same profile, or a cluster host's share."""
+    full = load_profile(profile_name)
+    if as_host is None and full.hosts:
+        runs = ", ".join(h.name for h in full.hosts if h.kind == "memoria")
+        raise InputError(f"profile {full.name!r} describes a cluster", f"say which host this is: --as NAME ({runs})")
+    return full, cluster.share(full, as_host) if as_host else full
+
+
+def prepare(
+    home: Home, profile_name: str, gpus: str | None = None, given: Plan | None = None, as_host: str | None = None
+) -> Stack:
     """The whole stack from a profile: planned here, or `given` (the plan `up` showed, handed to its detached
-    supervisor so that the plan shown is the plan run)."""
-    profile = load_profile(profile_name)
+    supervisor so that the plan shown is the plan run). `as_host`: this host's share of a cluster profile."""
+    full, profile = profile_for(profile_name, as_host)
     the_plan = given if given is not None else make_plan(profile, gpus)[1]
     vllm, litellm = Runtimes(home.runtimes).require()
     auth, env = auth_env(profile.proxy.host)
+    members = cluster.members_document(full, as_host) if as_host else None
+    if as_host and not auth:  # a member answers the entry only with the key; the entry presents the same one
+        raise PreflightError(
+            "a cluster's hosts need a key, and this one has none",
+            f"set {MASTER_KEY_ENV} to the same secret on every host of the cluster (in the environment)",
+        )
+    for m in (members or {}).get("members", []):
+        var = m["key_env"]
+        if var and var != MASTER_KEY_ENV:  # an openai host's own key, from this environment to the proxy's
+            if not os.environ.get(var):
+                raise PreflightError(f"host {m['name']}'s key variable {var} is not set", f"export {var}=...")
+            env[var] = os.environ[var]
+    if members is not None:
+        env[MEMBERS_ENV] = str(home.proxy_config.with_name(MEMBERS_FILE))
     env["MEMORIA_LOOPBACK_ONLY"] = "0" if auth else "1"  # proxy_fastpath.RequestGuard: Host checked without a key
     keys = worker_keys(the_plan) if auth else {}
     for i, w in enumerate(the_plan.workers):
@@ -85,10 +117,12 @@ def prepare(home: Home, profile_name: str, gpus: str | None = None, given: Plan 
         plan=the_plan,
         workers=specs,
         proxy=proxy,
-        proxy_config=render(the_plan, profile, auth),
+        proxy_config=render(the_plan, profile, auth, aliases=cluster.aliases(full) if as_host else None),
         auth=auth,
         proxy_env=env,
         worker_keys=keys,
+        host=as_host,
+        members=members,
     )
 
 
@@ -114,13 +148,17 @@ def preflight(stack: Stack) -> list[str]:
     return notes
 
 
-def write_proxy_files(path: Path, config: dict[str, Any]) -> None:
+def write_proxy_files(path: Path, config: dict[str, Any], members: dict[str, Any] | None = None) -> None:
     """The LiteLLM config and, beside it, the plug-ins it names and the launcher (LiteLLM loads callbacks by
-    path from the config's folder)."""
+    path from the config's folder); on a cluster's entry, the members its proxy watches."""
+    import json
+
     import yaml
 
     for copy, source in PROXY_PLUGINS.items():
         copy_plugin(source, path.with_name(copy))
+    if members is not None:
+        write_atomic(path.with_name(MEMBERS_FILE), json.dumps(members, indent=2) + "\n")
     write_atomic(
         path,
         "# written by memoria from the plan; edits are overwritten at the next `up`\n"

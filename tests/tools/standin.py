@@ -1,7 +1,8 @@
 """A stand-in for `vllm serve` and `litellm` where only memoria's supervision is under test.
 
 It speaks just enough: GET /health, /health/readiness, /health/liveliness (200) and /v1/models (its
---served-model-name). Told by its environment to misbehave:
+--served-model-name); POST /v1/chat/completions answers "standin NAME on PORT" (which worker answered: the
+cluster tests count that), after STANDIN_CHAT_DELAY seconds. Told by its environment to misbehave:
   STANDIN_START_DELAY=s     wait s seconds before listening
   STANDIN_FAIL_AT_START=1   print STANDIN_FAIL_MESSAGE (if any) and exit 1 before listening
   STANDIN_FAIL_WHILE_FILE=f the same, as long as file f exists
@@ -61,6 +62,29 @@ def main() -> None:
                 self.send_response(404)
                 self.end_headers()
                 return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            if self.path != "/v1/chat/completions":
+                self.send_response(404)
+                self.end_headers()
+                return
+            time.sleep(float(env.get("STANDIN_CHAT_DELAY", "0")))
+            message = {"role": "assistant", "content": f"standin {name} on {port}"}
+            answer = {
+                "id": "chatcmpl-standin",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": name,
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 4, "total_tokens": 5},
+            }
+            body = json.dumps(answer).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
