@@ -9,7 +9,7 @@ itself: LiteLLM's router (and the fast path, which reads the same router) picks 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from memoria_cli.core.errors import InputError
@@ -31,13 +31,7 @@ class Member:
     key_env: str  # the variable (in the entry proxy's environment) holding the key it takes
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "base": self.base,
-            "models": list(self.models),
-            "key_env": self.key_env,
-        }
+        return {**asdict(self), "models": list(self.models)}
 
 
 def host(profile: Profile, name: str) -> Host:
@@ -50,7 +44,7 @@ def host(profile: Profile, name: str) -> Host:
     raise InputError(f"no host {name!r} in profile {profile.name!r}", f"choose one of: {runs}")
 
 
-def places(profile: Profile, host_name: str, model_hosts: list[str] | None) -> bool:
+def places(host_name: str, model_hosts: list[str] | None) -> bool:
     """A model with no `hosts:` runs on every memoria host."""
     return model_hosts is None or host_name in model_hosts
 
@@ -61,7 +55,7 @@ def share(profile: Profile, name: str) -> Profile:
     h = host(profile, name)
     if h.kind != "memoria":
         raise InputError(f"host {name!r} is an openai host: memoria does not run it", "start memoria on a memoria host")
-    models = [m for m in profile.models if places(profile, name, m.hosts)]
+    models = [m for m in profile.models if places(name, m.hosts)]
     proxy = profile.proxy.model_copy(update={"host": h.address, "port": h.port or profile.proxy.port})
     update: dict[str, Any] = {"models": models, "proxy": proxy}
     if h.worker_port_base is not None:
@@ -85,7 +79,7 @@ def members(profile: Profile, name: str) -> list[Member]:
         if h.name == name:
             continue
         if h.kind == "memoria":
-            served = tuple(m.name for m in profile.models if places(profile, h.name, m.hosts))
+            served = tuple(m.name for m in profile.models if places(h.name, m.hosts))
             key_env = "LITELLM_MASTER_KEY"  # one key for a cluster's memoria hosts (core/proxy_config.py)
         else:
             served, key_env = tuple(h.models), h.key_env or ""
@@ -109,7 +103,7 @@ def placement(profile: Profile) -> dict[str, list[str]]:
     """Public name -> the hosts that serve it (memoria hosts by placement, openai hosts by their list)."""
     out: dict[str, list[str]] = {}
     for m in profile.models:
-        out[m.name] = [h.name for h in profile.hosts if h.kind == "memoria" and places(profile, h.name, m.hosts)]
+        out[m.name] = [h.name for h in profile.hosts if h.kind == "memoria" and places(h.name, m.hosts)]
     for h in profile.hosts:
         if h.kind == "openai":
             for n in h.models:

@@ -90,7 +90,8 @@ def prepare(
     the_plan = given if given is not None else make_plan(profile, gpus)[1]
     vllm, litellm = Runtimes(home.runtimes).require()
     auth, env = auth_env(profile.proxy.host)
-    members = cluster.members_document(full, as_host) if as_host else None
+    is_entry = as_host is not None and cluster.host(full, as_host).entry  # the other hosts route nothing
+    members = cluster.members_document(full, as_host) if as_host and is_entry else None
     if as_host and not auth:  # a member answers the entry only with the key; the entry presents the same one
         raise PreflightError(
             "a cluster's hosts need a key, and this one has none",
