@@ -74,6 +74,9 @@ def standin_profile(tmp_path, standin):
     return make
 
 
+EXTERNAL_STACK = "MEMORIA_TEST_STACK"  # JSON {"url": ..., "key": ...}: tests/contract/ run against that stack
+
+
 @pytest.fixture(scope="session")
 def tiny_stack(tmp_path_factory):
     """The real stack (`vllm serve` CPU build x4 + LiteLLM) on tiny models, shared by the slow tests, in its own
@@ -83,6 +86,9 @@ def tiny_stack(tmp_path_factory):
 
     from memoria_cli.run.processes import marked
 
+    if os.environ.get(EXTERNAL_STACK):  # a stack another test started (tests/test_cluster_netns.py): used as is
+        yield json.loads(os.environ[EXTERNAL_STACK])
+        return
     models = build_tiny_models()
     tmp = tmp_path_factory.mktemp("tiny-stack")
     base = free_ports(5)

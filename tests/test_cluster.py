@@ -177,6 +177,22 @@ def test_a_member_wants_the_key_and_only_b_serves_until_c_joins(cluster):
     assert _state(cluster, "entry")["processes"]["proxy"]["pid"] == entry_pid
 
 
+def test_status_on_the_entry_shows_every_host_and_its_workers(cluster):
+    wait_for(lambda: in_rotation(cluster) == {"b": True, "c": True}, 30)
+    hosts = _state(cluster, "entry")["hosts"]
+    assert [(h["name"], h["rotation"], h["workers"], h["error"]) for h in hosts] == [
+        ("b", "in", {"chat": "ready"}, ""),
+        ("c", "in", {"chat": "ready"}, ""),
+    ]
+    text = " ".join(run_memoria("status", env=_env(cluster["root"], "entry"), check=True).stdout.split())
+    assert "other hosts of the cluster" in text and "chat ready" in text
+    keyless = {**_env(cluster["root"], "entry"), "LITELLM_MASTER_KEY": ""}
+    hosts = json.loads(run_memoria("status", "--json", env=keyless, check=True).stdout)["hosts"]
+    assert {h["rotation"] for h in hosts} == {"unknown"}
+    assert {h["error"] for h in hosts} == {"key refused: set LITELLM_MASTER_KEY to the cluster's key"}
+    assert "hosts" not in _state(cluster, "b")  # a member routes nothing: no other hosts to show
+
+
 def test_a_frozen_host_leaves_the_rotation_and_comes_back(cluster):
     wait_for(lambda: in_rotation(cluster) == {"b": True, "c": True}, 30)
     proxy = _state(cluster, "b")["processes"]["proxy"]["pid"]

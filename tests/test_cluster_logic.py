@@ -138,3 +138,21 @@ def test_a_host_serves_what_is_ready_or_parked_with_a_policy():
     }
     assert ops.serving(state) == ["c", "e"]
     assert ops.serving(None) == []
+
+
+def test_the_entrys_status_reads_each_hosts_own_words(tmp_path):
+    from memoria_cli.run.cluster_status import read_members, rotation_of, workers_of
+
+    body = {"state": {"processes": {"proxy": {"kind": "proxy", "state": "ready"}, "chat": {"state": "starting"}}}}
+    assert workers_of({"kind": "memoria"}, body) == {"chat": "starting"}
+    listed = {"data": [{"id": "a"}, {"id": "other"}]}
+    assert workers_of({"kind": "openai", "models": ["a", "b"]}, listed) == {"a": "listed", "b": "missing"}
+    assert rotation_of({"in": True, "why": ""}) == "in"
+    assert rotation_of({"in": False, "why": "2 misses: ConnectTimeout"}) == "out: 2 misses: ConnectTimeout"
+    assert rotation_of(None) == "unknown"
+    members = tmp_path / "members.json"
+    assert read_members(members) is None  # not an entry
+    members.write_text("{half")
+    assert read_members(members) is None
+    members.write_text('{"members": [{"name": "b"}]}')
+    assert read_members(members) == [{"name": "b"}]

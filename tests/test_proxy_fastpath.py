@@ -260,3 +260,8 @@ def test_one_reading_of_credentials():
     assert fp.bearer([b"Basic abc"]) is None and fp.bearer([b"Bearer "]) is None
     assert fp.key_matches([b"Bearer sk-1"], "sk-1") and not fp.key_matches([b"Bearer sk-1 "], "sk-1")
     assert not fp.key_matches([b"Bearer sk-1", b"Bearer sk-1"], "sk-1")
+
+
+def test_a_members_route_mark_is_replaced_by_ours_and_hop_headers_dropped():
+    upstream = [("Content-Type", "application/json"), ("x-memoria-route", "fast"), ("Content-Length", "9")]
+    assert fp.relayed_headers(upstream) == [(b"content-type", b"application/json"), (b"x-memoria-route", b"fast")]

@@ -10,6 +10,7 @@ from rich.table import Table
 from memoria_cli.core.inventory import Inventory
 from memoria_cli.core.plan import Plan, WorkerPlan
 from memoria_cli.core.units import fmt_duration, fmt_size
+from memoria_cli.run.cluster_status import HostView
 from memoria_cli.run.state import ProcessRecord, RunState
 from memoria_cli.run.vllm_report import StartupReport, budget_of
 
@@ -215,6 +216,18 @@ def status_table(state: RunState, reports: dict[str, StartupReport], used: dict[
     notes.append(f"auth: {auth}")
     t.caption = "\n".join(notes)
     t.caption_justify = "left"
+    return t
+
+
+def hosts_table(hosts: list[HostView]) -> Table:
+    """A cluster entry's other hosts: whether it routes to each, and each one's workers as the host says."""
+    t = Table(title="other hosts of the cluster (as this entry sees them)", title_justify="left")
+    for col in ("host", "kind", "address", "rotation", "workers"):
+        t.add_column(col)
+    for h in hosts:
+        style = "green" if h.rotation == "in" else "red"
+        workers = ", ".join(f"{n} {s}" for n, s in h.workers.items()) if not h.error else f"[yellow]{h.error}[/]"
+        t.add_row(h.name, h.kind, h.base, f"[{style}]{h.rotation}[/]", workers or "-")
     return t
 
 

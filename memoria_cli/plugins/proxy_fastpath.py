@@ -66,6 +66,7 @@ LITELLM_ONLY = frozenset(
 # `litellm` sends it down LiteLLM's own path (side-by-side benchmarks, debugging).
 ROUTE_HEADER = (b"x-memoria-route", b"fast")
 HOP = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"date", b"server"})
+NOT_COPIED = HOP | {ROUTE_HEADER[0]}  # a member's own "fast" is not passed on beside ours
 ENV = "MEMORIA_FAST_PATH"
 UPSTREAM_KEEPALIVE = 3.0  # below uvicorn's 5 s, so a pooled connection is never reused just as vLLM closes it
 MEMBER_PREFIX = "memoria-member:"  # plugins/members.py ID_PREFIX: a deployment that is another host
@@ -168,6 +169,17 @@ def rename_reasoning(obj: Any) -> bool:
                     m["reasoning_content"] = value
                 changed = True
     return changed
+
+
+def relayed_headers(headers: Any) -> list[tuple[bytes, bytes]]:
+    """The upstream's response headers as the client gets them: hop-by-hop ones dropped, and one route mark,
+    ours (a cluster member's fast path marks its answer too)."""
+    out = [
+        (k.lower().encode("latin-1"), v.encode("latin-1"))
+        for k, v in headers
+        if k.lower().encode("latin-1") not in NOT_COPIED
+    ]
+    return [*out, ROUTE_HEADER]
 
 
 def map_chat_body(raw: bytes) -> bytes:
@@ -350,12 +362,7 @@ class FastPath:
         async with resp:
             if t.member and resp.status >= 500:
                 return False  # the host is there but its worker is not: another replica answers
-            out = [
-                (k.lower().encode("latin-1"), v.encode("latin-1"))
-                for k, v in resp.headers.items()
-                if k.lower().encode("latin-1") not in HOP
-            ]
-            out.append(ROUTE_HEADER)
+            out = relayed_headers(resp.headers.items())
             if resp.content_type != "text/event-stream":
                 try:
                     body = await resp.read()

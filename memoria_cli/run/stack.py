@@ -160,6 +160,8 @@ def write_proxy_files(path: Path, config: dict[str, Any], members: dict[str, Any
         copy_plugin(source, path.with_name(copy))
     if members is not None:
         write_atomic(path.with_name(MEMBERS_FILE), json.dumps(members, indent=2) + "\n")
+    else:  # not an entry (now): an earlier run's list would make `memoria status` show hosts it does not route
+        path.with_name(MEMBERS_FILE).unlink(missing_ok=True)
     write_atomic(
         path,
         "# written by memoria from the plan; edits are overwritten at the next `up`\n"

@@ -23,9 +23,23 @@ EMBED, CHAT, OCR, WHISPER = "tiny-embed", "tiny-chat", "tiny-vl", "tiny-whisper"
 SPEECH = wav_bytes(2.0, freq=300)  # 2 s of audio: SRT/VTT cues must end at 2.000
 
 
+def key(stack: dict) -> str:
+    """The stack's key: none for the local tiny stack (any key passes), the cluster's when run through an entry."""
+    return stack.get("key") or "not-needed"
+
+
+def auth(stack: dict, **headers: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key(stack)}", **headers}
+
+
+def no_key_mode(stack: dict) -> None:
+    if stack.get("key"):
+        pytest.skip("about the no-key mode; this stack has a key")
+
+
 @pytest.fixture(scope="module")
 def client(tiny_stack):
-    return OpenAI(base_url=tiny_stack["url"], api_key="not-needed")
+    return OpenAI(base_url=tiny_stack["url"], api_key=key(tiny_stack))
 
 
 # ---------------------------------------------------------------------------------------- models
@@ -38,6 +52,7 @@ def test_models_list_names_and_hf_aliases(client):
 
 
 def test_any_key_is_accepted_by_default(tiny_stack):
+    no_key_mode(tiny_stack)
     for key in ("not-needed", "sk-anything", "x"):
         c = OpenAI(base_url=tiny_stack["url"], api_key=key)
         assert c.embeddings.create(input="hi", model=EMBED).data
@@ -202,7 +217,7 @@ def test_legacy_completions_plain_and_streamed(client):
 
 def test_concurrent_requests_async(tiny_stack):
     async def process_batch():
-        c = AsyncOpenAI(base_url=tiny_stack["url"], api_key="not-needed")
+        c = AsyncOpenAI(base_url=tiny_stack["url"], api_key=key(tiny_stack))
         tasks = [
             c.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": p}])
             for p in ("Question 1?", "Question 2?", "Question 3?")
@@ -289,7 +304,7 @@ def test_connection_error_when_nothing_listens():
 def test_timeout_configuration(tiny_stack):
     import httpx
 
-    c = OpenAI(base_url=tiny_stack["url"], api_key="not-needed", timeout=httpx.Timeout(60.0, connect=10.0))
+    c = OpenAI(base_url=tiny_stack["url"], api_key=key(tiny_stack), timeout=httpx.Timeout(60.0, connect=10.0))
     assert c.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "Hello"}]).choices
 
 
@@ -302,9 +317,12 @@ def test_fast_path_answers_chat_as_litellm_does(tiny_stack, model):
     import httpx
 
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
-    fast = httpx.post(tiny_stack["url"] + "/chat/completions", json=body, timeout=60)
+    fast = httpx.post(tiny_stack["url"] + "/chat/completions", json=body, timeout=60, headers=auth(tiny_stack))
     slow = httpx.post(
-        tiny_stack["url"] + "/chat/completions", json=body, timeout=60, headers={"x-memoria-route": "litellm"}
+        tiny_stack["url"] + "/chat/completions",
+        json=body,
+        timeout=60,
+        headers=auth(tiny_stack, **{"x-memoria-route": "litellm"}),
     )
     assert fast.headers.get("x-memoria-route") == "fast" and "x-memoria-route" not in slow.headers
     a, b = (r.json()["choices"][0]["message"] for r in (fast, slow))
@@ -315,12 +333,12 @@ def test_fast_path_answers_chat_as_litellm_does(tiny_stack, model):
 def test_fast_path_takes_embeddings_and_leaves_the_rest_to_litellm(tiny_stack):
     import httpx
 
-    url = tiny_stack["url"]
-    r = httpx.post(url + "/embeddings", json={"model": "test/Tiny-Embed", "input": "x"}, timeout=60)
+    url, h = tiny_stack["url"], auth(tiny_stack)
+    r = httpx.post(url + "/embeddings", json={"model": "test/Tiny-Embed", "input": "x"}, timeout=60, headers=h)
     assert r.headers.get("x-memoria-route") == "fast" and len(r.json()["data"][0]["embedding"]) == 64
-    r = httpx.post(url + "/completions", json={"model": CHAT, "prompt": "x", "max_tokens": 2}, timeout=60)
+    r = httpx.post(url + "/completions", json={"model": CHAT, "prompt": "x", "max_tokens": 2}, timeout=60, headers=h)
     assert r.status_code == 200 and "x-memoria-route" not in r.headers
-    r = httpx.post(url + "/embeddings", json={"model": "no-such-model", "input": "x"}, timeout=60)
+    r = httpx.post(url + "/embeddings", json={"model": "no-such-model", "input": "x"}, timeout=60, headers=h)
     assert r.status_code in (400, 404) and "no-such-model" in r.text and "x-memoria-route" not in r.headers
 
 
@@ -332,6 +350,7 @@ def test_without_a_key_web_pages_and_rebinding_names_are_refused(tiny_stack):
     paths; a plain client (no Origin) on 127.0.0.1 works as the guide shows."""
     import httpx
 
+    no_key_mode(tiny_stack)
     url, body = tiny_stack["url"] + "/embeddings", {"input": "x", "model": EMBED}
     for route in ("fast", "litellm"):
         h = {"x-memoria-route": route}
