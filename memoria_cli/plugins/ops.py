@@ -70,6 +70,7 @@ CSP = (
 REQUEST_KINDS = ("restart", "wake")
 READY = UI + "/api/ready"  # plugins/members.py READY_PATH
 MEMBERS = UI + "/api/members"
+STATUS = UI + "/api/status"  # run/cluster_status.py asks a member this
 PARKED = ("draining", "sleeping", "waking", "stopped")  # with an idle policy: a request wakes it (hold.py)
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)(\s+\S+)?\s*$")
@@ -417,7 +418,7 @@ class Ops:
             return await respond(send, 200, {"host": self.host, "models": serving(read_state(self.state_file))})
         if path == MEMBERS and method == "GET":
             return await respond(send, 200, {"members": self.members.watch.report() if self.members else []})
-        if path == UI + "/api/status" and method == "GET":
+        if path == STATUS and method == "GET":
             state = read_state(self.state_file)
             _, figures = await self.scrape(state)
             return await respond(send, 200, status_document(state, figures, self.host))

@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 
 from memoria_cli.core.proxy_config import MASTER_KEY_ENV
+from memoria_cli.plugins.members import root_of
+from memoria_cli.plugins.ops import MEMBERS, STATUS
 
 TIMEOUT = 2.0  # seconds: a member slower than this is shown as unreachable
-STATUS = "/ui/api/status"  # plugins/ops.py: a memoria host's processes
-MEMBERS = "/ui/api/members"  # plugins/ops.py: on the entry, each member in rotation or not
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,6 @@ class HostView:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def root_of(base: str) -> str:
-    """http://h:8200/v1 -> http://h:8200 (plugins/members.py does the same on the proxy's side)."""
-    return base.rstrip("/").removesuffix("/v1")
 
 
 def read_members(members_file: Path) -> list[dict[str, Any]] | None:

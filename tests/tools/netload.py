@@ -8,9 +8,9 @@ netload.py load URLS KEY THREADS COUNT
                                  i to the i-th of the comma-separated URLS, round robin), COUNT requests in
                                  all, or with COUNT 0 until stdin closes; prints {"seen": {status or error:
                                  n}, "latencies": [s of each 200], "seconds": wall time of the whole load}.
-  netload.py pairs URLS KEY COUNT  stdin: the JSON body; one request at a time, to each of URLS in turn, COUNT
-                                   rounds (one client per URL, kept alive); prints {"latencies": [[s per URL]
-                                   per round]}: side by side, so slow drifts of the machine hit all alike.
+netload.py pairs URLS KEY COUNT  stdin: the JSON body; one request at a time, to each of URLS in turn, COUNT
+                                 rounds (one client per URL, kept alive); prints {"latencies": [[s per URL]
+                                 per round]}: side by side, so slow drifts of the machine hit all alike.
 """
 
 from __future__ import annotations

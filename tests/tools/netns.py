@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 NET = "198.18.0"
+MEMORIA = (sys.executable, "-m", "memoria_cli")
 NETLOAD = (sys.executable, str(Path(__file__).resolve().with_name("netload.py")))  # the requests, from inside
 
 
@@ -98,14 +99,14 @@ class Lab:
         self, host: str, *args: str, env: dict[str, str], timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         """`memoria ARGS` run on `host` (inside its namespace)."""
-        return self.run(host, sys.executable, "-m", "memoria_cli", *args, env=env, timeout=timeout)
+        return self.run(host, *MEMORIA, *args, env=env, timeout=timeout)
 
     def up(self, hosts: list[str], profile: Path, env_of: Callable[[str], dict[str, str]]) -> None:
         """`memoria up -d -p PROFILE --as HOST` on each of `hosts` at once, each with its own environment;
         returns when all are ready, raises with the stderr of any that failed."""
         procs = {
             h: subprocess.Popen(
-                self.argv(h, sys.executable, "-m", "memoria_cli", "up", "-d", "-p", str(profile), "--as", h),
+                self.argv(h, *MEMORIA, "up", "-d", "-p", str(profile), "--as", h),
                 env={**os.environ, **env_of(h)},
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -124,11 +125,7 @@ class Lab:
 
     def http(self, host: str, method: str, url: str, **kw: Any) -> dict[str, Any]:
         """One request made from `host`: {"status": int, "body": str} or {"error": the exception's name}."""
-        r = self.run(host, *NETLOAD, "one", input=json.dumps([method, url, kw]))
-        if r.returncode != 0:
-            raise AssertionError(r.stderr[-2000:])
-        out: dict[str, Any] = json.loads(r.stdout)
-        return out
+        return self._netload(host, ["one"], json.dumps([method, url, kw]), timeout=120)
 
     def connects(self, host: str, address: str, port: int) -> bool:
         """Whether a TCP connection from `host` to address:port is accepted within 2 s."""
@@ -142,21 +139,21 @@ class Lab:
         self, host: str, urls: list[str], body: dict[str, Any], key: str, count: int, threads: int
     ) -> dict[str, Any]:
         """`count` POSTs of `body` from `host` on `threads` threads: {"seen", "latencies", "seconds"}."""
-        argv = self.argv(host, *NETLOAD, "load", ",".join(urls), key, str(threads), str(count))
-        r = subprocess.run(argv, input=json.dumps(body) + "\n", capture_output=True, text=True, timeout=900)
+        return self._netload(host, ["load", ",".join(urls), key, str(threads), str(count)], json.dumps(body))
+
+    def pairs(self, host: str, urls: list[str], body: dict[str, Any], key: str, count: int) -> list[list[float]]:
+        """`count` rounds of one request to each of `urls` in turn, from `host`: the latencies, per round."""
+        got = self._netload(host, ["pairs", ",".join(urls), key, str(count)], json.dumps(body))
+        rounds: list[list[float]] = got["latencies"]
+        return rounds
+
+    def _netload(self, host: str, args: list[str], stdin: str, timeout: float = 900) -> dict[str, Any]:
+        """tests/tools/netload.py ARGS run on `host`, `stdin` its input: the JSON it prints."""
+        r = self.run(host, *NETLOAD, *args, input=stdin + "\n", timeout=timeout)
         if r.returncode != 0:
             raise AssertionError(r.stderr[-2000:])
         out: dict[str, Any] = json.loads(r.stdout)
         return out
-
-    def pairs(self, host: str, urls: list[str], body: dict[str, Any], key: str, count: int) -> list[list[float]]:
-        """`count` rounds of one request to each of `urls` in turn, from `host`: the latencies, per round."""
-        argv = self.argv(host, *NETLOAD, "pairs", ",".join(urls), key, str(count))
-        r = subprocess.run(argv, input=json.dumps(body) + "\n", capture_output=True, text=True, timeout=900)
-        if r.returncode != 0:
-            raise AssertionError(r.stderr[-2000:])
-        rounds: list[list[float]] = json.loads(r.stdout)["latencies"]
-        return rounds
 
     def cut(self, host: str) -> None:
         _ip("-n", self.bridge, "link", "set", self._port[host], "down")
