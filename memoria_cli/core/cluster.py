@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from memoria_cli.core.errors import InputError
-from memoria_cli.core.profile import Host, Profile
+from memoria_cli.core.profile import Host, ModelEntry, Profile, SpanRank
 
 WATCH_INTERVAL = 2.0  # seconds between the entry's looks at each member: out of rotation in ~2 looks
 WATCH_TIMEOUT = 1.5  # a member slower than this to say it is alive counts as a miss
@@ -44,23 +44,53 @@ def host(profile: Profile, name: str) -> Host:
     raise InputError(f"no host {name!r} in profile {profile.name!r}", f"choose one of: {runs}")
 
 
-def places(host_name: str, model_hosts: list[str] | None) -> bool:
-    """A model with no `hosts:` runs on every memoria host."""
-    return model_hosts is None or host_name in model_hosts
+def runs(host_name: str, m: ModelEntry) -> bool:
+    """Whether the host runs a process of the model: a replica (no `hosts:` means every memoria host), or a
+    rank of a span."""
+    if m.span is not None:
+        return host_name in m.span.hosts
+    return m.hosts is None or host_name in m.hosts
+
+
+def serves(host_name: str, m: ModelEntry) -> bool:
+    """Whether the host's proxy serves the model: of a span, only the first host (its API server's)."""
+    if m.span is not None:
+        return host_name == m.span.hosts[0]
+    return runs(host_name, m)
+
+
+def rank(profile: Profile, name: str, m: ModelEntry) -> SpanRank | None:
+    """Host `name`'s part of span model `m` (of the whole cluster profile); None if it has none."""
+    if m.span is None or name not in m.span.hosts:
+        return None
+    full = {h.name: h for h in profile.hosts}
+    peers = {n: base_url(full[n], profile.proxy.port).removesuffix("/v1") for n in m.span.hosts if n != name}
+    return SpanRank(
+        rank=m.span.hosts.index(name),
+        size=len(m.span.hosts),
+        head=m.span.hosts[0],
+        master=full[m.span.hosts[0]].address,
+        port=m.span.port,
+        address=full[name].address,
+        tp=m.span.tensor_parallel,
+        peers=peers,
+    )
 
 
 def share(profile: Profile, name: str) -> Profile:
-    """What host `name` runs: its models, its proxy on its address and port. Not validated again: the whole
-    profile was, and an entry may run no model of its own (a pure router)."""
+    """What host `name` runs: its models (and its ranks of spans), its proxy on its address and port. Not
+    validated again: the whole profile was, and an entry may run no model of its own (a pure router)."""
     h = host(profile, name)
     if h.kind != "memoria":
         raise InputError(f"host {name!r} is an openai host: memoria does not run it", "start memoria on a memoria host")
-    models = [m for m in profile.models if places(name, m.hosts)]
+    models = [m for m in profile.models if runs(name, m)]
     proxy = profile.proxy.model_copy(update={"host": h.address, "port": h.port or profile.proxy.port})
     update: dict[str, Any] = {"models": models, "proxy": proxy}
     if h.worker_port_base is not None:
         update["worker_port_base"] = h.worker_port_base
-    return profile.model_copy(update=update)
+    mine = profile.model_copy(update=update)
+    mine._ranks = {m.name: r for m in models if (r := rank(profile, name, m)) is not None}
+    return mine
 
 
 def base_url(h: Host, default_port: int) -> str:
@@ -79,7 +109,7 @@ def members(profile: Profile, name: str) -> list[Member]:
         if h.name == name:
             continue
         if h.kind == "memoria":
-            served = tuple(m.name for m in profile.models if places(h.name, m.hosts))
+            served = tuple(m.name for m in profile.models if serves(h.name, m))
             key_env = "LITELLM_MASTER_KEY"  # one key for a cluster's memoria hosts (core/proxy_config.py)
         else:
             served, key_env = tuple(h.models), h.key_env or ""
@@ -103,7 +133,7 @@ def placement(profile: Profile) -> dict[str, list[str]]:
     """Public name -> the hosts that serve it (memoria hosts by placement, openai hosts by their list)."""
     out: dict[str, list[str]] = {}
     for m in profile.models:
-        out[m.name] = [h.name for h in profile.hosts if h.kind == "memoria" and places(h.name, m.hosts)]
+        out[m.name] = [h.name for h in profile.hosts if h.kind == "memoria" and serves(h.name, m)]
     for h in profile.hosts:
         if h.kind == "openai":
             for n in h.models:

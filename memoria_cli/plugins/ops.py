@@ -14,6 +14,8 @@ no counters of its own on the request path (it runs in several processes; vLLM c
 - `GET /ui/api/ready`: the public names this host serves now (ready, or parked and woken by a request): what a
   cluster's entry asks every couple of seconds (plugins/members.py), so it reads state.json and nothing else.
 - `GET /ui/api/members`: on a cluster's entry, each member as the watch sees it (in rotation or not, and why).
+- `GET /ui/api/ranks`: this host's ranks of spans (state, run, the first host's run each joined): what the
+  other hosts of a span ask every couple of seconds (run/groups.py), read from state.json alone.
 
 With a master key, every route but the page itself needs it (the page asks for it and holds it in the tab's
 sessionStorage); without one, the guard has already refused anything but loopback.
@@ -71,6 +73,7 @@ REQUEST_KINDS = ("restart", "wake")
 READY = UI + "/api/ready"  # plugins/members.py READY_PATH
 MEMBERS = UI + "/api/members"
 STATUS = UI + "/api/status"  # run/cluster_status.py asks a member this
+RANKS = UI + "/api/ranks"  # run/groups.py: the other hosts of a span ask this
 PARKED = ("draining", "sleeping", "waking", "stopped")  # with an idle policy: a request wakes it (hold.py)
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)(\s+\S+)?\s*$")
@@ -370,12 +373,22 @@ def serving(state: dict[str, Any] | None) -> list[str]:
     idle = {w.get("name"): w.get("idle", "never") for w in plan.get("workers") or () if isinstance(w, dict)}
     names = []
     for name, p in ((state or {}).get("processes") or {}).items():
-        if not isinstance(p, dict) or p.get("kind") == "proxy":
-            continue
+        if not isinstance(p, dict) or p.get("kind") == "proxy" or p.get("rank"):
+            continue  # a span's later rank serves nothing: its first host does
         s = p.get("state")
         if s == "ready" or (s in PARKED and idle.get(name, "never") != "never"):
             names.append(name)
     return sorted(names)
+
+
+def ranks(state: dict[str, Any] | None) -> dict[str, dict[str, str]]:
+    """This host's ranks of spans, as the other ranks' hosts watch them (run/groups.py): each one's state,
+    its run and the first host's run it joined."""
+    out = {}
+    for name, p in ((state or {}).get("processes") or {}).items():
+        if isinstance(p, dict) and p.get("rank") is not None:
+            out[name] = {k: str(p.get(k) or "") for k in ("state", "run", "joined")}
+    return out
 
 
 def status_document(state: dict[str, Any] | None, scraped: dict[str, dict[str, float]], host: str) -> dict[str, Any]:
@@ -416,6 +429,8 @@ class Ops:
             return await self.metrics(send)
         if path == READY and method == "GET":
             return await respond(send, 200, {"host": self.host, "models": serving(read_state(self.state_file))})
+        if path == RANKS and method == "GET":
+            return await respond(send, 200, {"host": self.host, "ranks": ranks(read_state(self.state_file))})
         if path == MEMBERS and method == "GET":
             return await respond(send, 200, {"members": self.members.watch.report() if self.members else []})
         if path == STATUS and method == "GET":

@@ -16,11 +16,13 @@ from types import FrameType
 from memoria_cli.core.errors import StartError
 from memoria_cli.core.plan import Plan
 from memoria_cli.core.profile import Profile
+from memoria_cli.core.proxy_config import MASTER_KEY_ENV
 from memoria_cli.core.service_unit import SERVICE_ENV
 from memoria_cli.core.worker_spec import PROXY, ProcessSpec
 from memoria_cli.plugins import ops
 from memoria_cli.run import processes, usage
 from memoria_cli.run.files import open_log
+from memoria_cli.run.groups import GroupWatch
 from memoria_cli.run.lock import acquire_lock, release_lock
 from memoria_cli.run.logs import tail
 from memoria_cli.run.probes import HttpProber
@@ -77,6 +79,9 @@ def snapshot(
             note=entry.note if entry else None,
             model=entry.model if entry else None,
             memory=(used or {}).get(p.name) if p.handle else None,  # a stopped worker holds nothing
+            rank=p.group.rank if p.group else None,
+            run=p.run,
+            joined=p.joined,
         )
     return RunState(
         phase=phase,
@@ -161,13 +166,16 @@ def supervise(
         policy or policy_for(stack.profile),
         on_change=changed,
         parking=parking_for(stack.plan),
+        groups=stack.groups,
     )
+    watch = GroupWatch(stack.peers, stack.proxy_env.get(MASTER_KEY_ENV))
     failure: Proc | None = None
     try:
         for note in preflight(stack):
             print(f"memoria: {note}", flush=True)
         write_proxy_files(stack.home.proxy_config, stack.proxy_config, stack.members)
         write_vllm_site(stack.home.vllm_site)
+        watch.start()
         while not stopping:
             # asked by `memoria restart`, the status page, and requests held at the proxy (plugins/ops.py)
             for name in ops.take_requests(stack.home.root, "restart"):
@@ -176,6 +184,8 @@ def supervise(
             for name in ops.take_requests(stack.home.root, "wake"):
                 if any(p.name == name for p in sup.workers):
                     sup.wake(name)
+            for name, views in watch.take().items():  # the other hosts' ranks of this host's spans
+                sup.observe(name, views)
             sup.tick()
             if phase == "starting":
                 failure = sup.bringing_up_failed()
@@ -196,6 +206,7 @@ def supervise(
             starting = any(p.state == S.STARTING for p in sup.procs)
             nap(min(poll, STARTING_POLL) if starting else poll, stack.home.root / ops.REQUESTS)
     finally:
+        watch.stop()
         write_state(stack.home.state_file, snapshot(stack, sup, "stopping", started))
         sup.stop_all()
         processes.sweep(stack.home.marker)

