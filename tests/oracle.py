@@ -100,6 +100,8 @@ def oracle_inputs(p: Plan, inv: Inventory, facts: dict[str, Facts]) -> list[dict
                 "quantization": f.quantization,
                 "capability": list(g.capability),
                 "sleep_mode": w.idle == "sleep",  # worker_spec: --enable-sleep-mode
+                "pp": w.pipeline_parallel,
+                "node_rank": w.node_rank,
                 "estimate": {
                     "cuda_context": w.cuda_context,
                     "weights": w.weights // w.tensor_parallel,

@@ -35,6 +35,7 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 import torch  # noqa: E402
 from vllm import __version__  # noqa: E402
 from vllm.config.compilation import CUDAGraphMode  # noqa: E402
+from vllm.distributed.utils import get_pp_indices  # noqa: E402
 from vllm.engine.arg_utils import EngineArgs  # noqa: E402
 from vllm.model_executor.layers.quantization.fp8 import Fp8Config  # noqa: E402
 from vllm.multimodal.gpu_ipc_memory import reserve_mm_ipc_gpu_memory  # noqa: E402
@@ -72,13 +73,19 @@ def folder_for(config: dict) -> str:
     return _folders[key]
 
 
-def kv_specs(w: dict) -> dict:
-    """The per-layer specs a CUDA worker registers (Attention.get_kv_cache_spec) for this shape."""
+def stage(w: dict, rank: int | None = None) -> tuple[int, int]:
+    """The decoder layers pipeline stage `rank` holds, by vLLM's own split (a worker's own stage by default)."""
+    return get_pp_indices(w["layers"], w.get("node_rank", 0) if rank is None else rank, w.get("pp", 1))
+
+
+def kv_specs(w: dict, rank: int | None = None) -> dict:
+    """The per-layer specs a CUDA worker registers (Attention.get_kv_cache_spec) for this shape; a pipeline
+    stage registers its own layers only (the others are PPMissingLayer)."""
     dtype = DTYPES["fp8" if w["kv_cache_dtype"] == "fp8" else w["dtype"]]
     heads = max(1, w["kv_heads"] // w["tp"])
     common = {"block_size": w["block_size"], "num_kv_heads": heads, "head_size": w["head_dim"], "dtype": dtype}
     specs = {}
-    for i in range(w["layers"]):
+    for i in range(*stage(w, rank)):
         if w["cross"]:
             specs[f"model.decoder.layers.{i}.self_attn.attn"] = FullAttentionSpec(**common)
             specs[f"model.decoder.layers.{i}.encoder_attn.attn"] = CrossAttentionSpec(**common)
@@ -204,6 +211,31 @@ def cuda_sleep_mode():
         cls.is_sleep_mode_available, cls.is_cumem_allocator_available, cls.is_cuda_alike = saved
 
 
+def span_args(w: dict) -> dict:
+    """A span's stage: vLLM's multi-node settings, as its command line gives them (core/worker_spec.py)."""
+    if w.get("pp", 1) == 1:
+        return {}
+    return {
+        "pipeline_parallel_size": w["pp"],
+        "tensor_parallel_size": w["tp"],
+        "nnodes": w["pp"],
+        "node_rank": w["node_rank"],
+        "master_addr": "127.0.0.1",
+        "distributed_executor_backend": "mp",
+    }
+
+
+def group(w: dict, cfg) -> dict:
+    """A span as its first host's engine core sizes it: every rank's specs and KV memory (from each host's own
+    plan) through get_kv_cache_configs at once; each rank gets the smallest rank's blocks."""
+    ranks = w["group"]
+    specs = [kv_specs(w, r) for r, _ in enumerate(ranks) for _ in range(w["tp"])]
+    avail = [kv for kv in ranks for _ in range(w["tp"])]
+    configs = get_kv_cache_configs(cfg, specs, avail)
+    tokens, concurrency = get_kv_cache_capacity(cfg, configs[0])
+    return {"num_blocks": configs[0].num_blocks, "kv_tokens": tokens, "concurrency": concurrency}
+
+
 def judge(w: dict) -> dict:
     cap = w["capability"][0] * 10 + w["capability"][1]
     if w["quantization"] == "fp8" and cap < Fp8Config.get_min_capability():
@@ -218,6 +250,7 @@ def judge(w: dict) -> dict:
         gpu_memory_utilization=w["gmu"],
         enable_sleep_mode=w.get("sleep_mode", False),
         **({"runner": "pooling"} if w["kind"] == "embedding" else {}),
+        **span_args(w),
     )
     sleeps = w.get("sleep_mode", False)
     with contextlib.redirect_stdout(io.StringIO()), cuda_sleep_mode() if sleeps else contextlib.nullcontext():
@@ -253,6 +286,9 @@ def judge(w: dict) -> dict:
         "vllm_max_len": longest,
         "simulated": simulated,
         "prefix_caching": cfg.cache_config.enable_prefix_caching,  # vLLM's default for the model (no flag)
+        "stage": list(stage(w)),
+        "world_size": cfg.parallel_config.world_size,
+        "group": group(w, cfg) if w.get("group") else None,
     }
 
 

@@ -35,6 +35,13 @@ KEEP = (
     "max_num_batched_tokens",
     "block_size",
     "kv_cache_dtype",
+    "pipeline_parallel_size",
+    "nnodes",
+    "node_rank",
+    "master_addr",
+    "master_port",
+    "headless",
+    "distributed_executor_backend",
 )
 
 out = []
