@@ -16,7 +16,6 @@ from memoria_cli.core.model_facts import Facts, read_facts
 from memoria_cli.core.plan import WorkerPlan
 from memoria_cli.core.planner import plan
 from memoria_cli.core.profile import load_profile, parse_profile
-
 from tests.oracle import oracle_inputs, run_oracle, vllm_parse
 
 GB = 1000**3  # the model cards give decimal sizes
