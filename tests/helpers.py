@@ -108,6 +108,11 @@ def write_profile(path: Path, models: list[dict], port_base: int | None = None, 
 TINY_MODELS = Path(os.environ.get("MEMORIA_TEST_MODELS", ROOT / ".cache" / "tiny-models"))
 
 
+def host_env(root: Path, host: str, key: str) -> dict[str, str]:
+    """A cluster host's environment in a test: its own home under `root`, the shared runtimes, the cluster key."""
+    return {"MEMORIA_HOME": str(root / host), "MEMORIA_RUNTIMES": str(DEFAULT_RUNTIMES), "LITELLM_MASTER_KEY": key}
+
+
 def build_tiny_models() -> Path:
     from memoria_cli.run.runtimes import Runtimes
 

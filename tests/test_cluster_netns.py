@@ -13,18 +13,18 @@ request lost and comes back when the link does; `kill -9` of a replica's worker 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import signal
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import DEFAULT_RUNTIMES, ROOT, build_tiny_models, tiny_models_profile, wait_for
+from tests.helpers import ROOT, build_tiny_models, host_env, tiny_models_profile, wait_for
 from tests.tools import netns
 
 pytestmark = [
@@ -37,8 +37,7 @@ PLACE = {"tiny-embed": ["b"], "tiny-chat": ["b", "c"], "tiny-whisper": ["b"], "t
 CHAT = {"model": "tiny-chat", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
 
 
-def _env(root: Path, host: str) -> dict[str, str]:
-    return {"MEMORIA_HOME": str(root / host), "MEMORIA_RUNTIMES": str(DEFAULT_RUNTIMES), "LITELLM_MASTER_KEY": KEY}
+_env = functools.partial(host_env, key=KEY)  # a host's environment: its own home, the cluster's key
 
 
 @pytest.fixture(scope="module")
@@ -56,23 +55,14 @@ def lab(tmp_path_factory):
         profile = root / "cluster.yaml"
         profile.write_text(yaml.safe_dump(data, sort_keys=False))
         lab = {"net": net, "root": root, "profile": profile, "url": f"http://{net.address['entry']}:8200"}
-        try:
-            t0 = time.monotonic()
-            net.up(["b", "c"], profile, lambda h: _env(root, h))
-            net.up(["entry"], profile, lambda h: _env(root, h))
-            print(f"\nnetns cluster: up on b and c, then the entry, {time.monotonic() - t0:.1f} s to all ready")
+        with net.cluster(profile, [["b", "c"], ["entry"]], lambda h: _env(root, h)) as took:
+            print(f"\nnetns cluster: up on b and c, then the entry, {took:.1f} s to all ready")
             wait_for(lambda: in_rotation(lab) == {"b": True, "c": True}, 60)
             yield lab
-        finally:
-            for h in HOSTS:
-                if (root / h / "state.json").exists():
-                    net.memoria(h, "down", env=_env(root, h), timeout=180)
 
 
 def state(lab: dict, host: str) -> dict:
-    r = lab["net"].memoria(host, "status", "--json", env=_env(lab["root"], host))
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
+    return lab["net"].status(host, _env(lab["root"], host))
 
 
 def in_rotation(lab: dict) -> dict[str, bool]:

@@ -18,7 +18,7 @@ from memoria_cli.core.plan import Plan
 from memoria_cli.core.planner import plan
 from memoria_cli.core.profile import parse_profile
 from memoria_cli.core.proxy_config import render
-from memoria_cli.core.worker_spec import PROXY, RANK, worker_spec
+from memoria_cli.core.worker_spec import PROXY, RANK, ProcessSpec, worker_spec
 from memoria_cli.plugins import ops
 from memoria_cli.run.groups import GroupWatch, views_of
 from memoria_cli.run.supervisor import Group, Policy, RankView, S, Supervisor
@@ -331,3 +331,21 @@ def test_the_watch_asks_each_host_once_per_look_with_the_key():
     assert asked == [("http://b:8200", "k")]
     assert w.take() == {"big": {"b": RankView("starting", "1:1.0", "")}, "big2": {"b": RankView("absent", "", "")}}
     assert w.take() == {}
+
+
+def test_a_rank_talks_on_the_interface_that_holds_its_hosts_address():
+    """Gloo would take the address the hostname resolves to (127.0.1.1 on Debian): each rank is told the
+    interface of its cluster address, unless the profile names one; an address this machine lacks (a wrong
+    `--as`) is refused before anything starts."""
+    from memoria_cli.core.errors import PreflightError
+    from memoria_cli.run.stack import span_interface
+
+    s = spec("big", role=RANK)
+    assert {k: span_interface(s, "127.0.0.1").env[k] for k in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")} == {
+        "GLOO_SOCKET_IFNAME": "lo",
+        "NCCL_SOCKET_IFNAME": "lo",
+    }
+    mine = span_interface(ProcessSpec(**{**s.__dict__, "env": {"NCCL_SOCKET_IFNAME": "ib0"}}), "127.0.0.1")
+    assert (mine.env["GLOO_SOCKET_IFNAME"], mine.env["NCCL_SOCKET_IFNAME"]) == ("lo", "ib0")
+    with pytest.raises(PreflightError, match="no network interface with address 192.0.2.77"):
+        span_interface(s, "192.0.2.77")  # TEST-NET-1: on no machine

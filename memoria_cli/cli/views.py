@@ -51,6 +51,8 @@ def plan_table(plan: Plan, inv: Inventory, profile: str) -> Table:
         dev = ",".join(f"GPU{d}" for d in w.devices) if w.devices else "CPU"
         if w.tensor_parallel > 1:
             dev += f" (TP{w.tensor_parallel})"
+        if w.pipeline_parallel > 1:
+            dev += f" (stage {w.node_rank + 1}/{w.pipeline_parallel})"
         tp = w.tensor_parallel
         other = w.fixed - w.weights - (w.activation + w.graphs) * tp
         t.add_row(
@@ -66,7 +68,7 @@ def plan_table(plan: Plan, inv: Inventory, profile: str) -> Table:
             str(w.kv_tokens),
             f"{w.sequences_at_full_context:.1f}",
             f"{w.gmu:.4f}" if w.gmu else str(w.cpu_cores),
-            str(w.port),
+            "-" if w.headless else str(w.port),
         )
     caption = []
     for d in plan.devices:
@@ -177,6 +179,8 @@ def status_table(state: RunState, reports: dict[str, StartupReport], used: dict[
     for name, p in state.processes.items():
         w = plan.get(name)
         dev = ",".join(f"GPU{d}" for d in p.devices) or ("CPU" if w else "-")
+        if w and w.pipeline_parallel > 1:
+            dev += f" (stage {w.node_rank + 1}/{w.pipeline_parallel})"
         rep = reports.get(name, StartupReport())
         mem_plan = "-"
         if w:
@@ -192,7 +196,7 @@ def status_table(state: RunState, reports: dict[str, StartupReport], used: dict[
             p.kind,
             f"[{style}]{p.state}[/]",
             str(p.pid or "-"),
-            str(p.port),
+            "-" if w and w.headless else str(p.port),
             dev,
             mem_plan,
             mem_act,

@@ -10,6 +10,7 @@ import typer
 from memoria_cli.cli.options import AS_HOST, GPUS, JSON, PROFILE
 
 if TYPE_CHECKING:
+    from memoria_cli.core.plan import WorkerPlan
     from memoria_cli.core.profile import Profile
 
 
@@ -69,6 +70,7 @@ def _cluster_plan(prof: Profile, gpus: str | None, as_json: bool) -> None:
     from memoria_cli.run.stack import make_plan
 
     hosts: dict[str, object] = {}
+    stages: dict[str, list[tuple[str, WorkerPlan]]] = {}  # a span -> (host, its stage there)
     for h in prof.hosts:
         where = f"{h.address}:{h.port or prof.proxy.port}"
         if h.kind != "memoria":
@@ -79,6 +81,9 @@ def _cluster_plan(prof: Profile, gpus: str | None, as_json: bool) -> None:
         mine = share(prof, h.name)
         inv, the_plan = make_plan(mine, h.gpus or gpus)
         hosts[h.name] = {"kind": h.kind, "address": where, "entry": h.entry, "plan": the_plan.to_dict()}
+        for w in the_plan.workers:
+            if w.pipeline_parallel > 1:
+                stages.setdefault(w.name, []).append((h.name, w))
         if as_json:
             continue
         role = ", the entry" if h.entry else ""
@@ -88,9 +93,26 @@ def _cluster_plan(prof: Profile, gpus: str | None, as_json: bool) -> None:
         else:
             out().print("  runs no model of its own: routes only", markup=False)
     routes = placement(prof)
+    # vLLM's engine core gives every rank of a span the smallest rank's KV blocks (kv_cache_utils.py
+    # `get_kv_cache_configs`): the whole instance holds what its tightest stage holds
+    spans = {
+        name: {
+            "hosts": [h for h, _ in got],
+            "kv_tokens": min(w.kv_tokens for _, w in got),
+            "context": got[0][1].context,
+        }
+        for name, got in stages.items()
+    }
     if as_json:
-        print(json.dumps({"hosts": hosts, "placement": routes}, indent=2))
+        print(json.dumps({"hosts": hosts, "placement": routes, "spans": spans}, indent=2))
         return
     out().print("\nserved where (the entry routes each name to these hosts):", markup=False)
     for name, on in routes.items():
         out().print(f"  {name}: {', '.join(on) or 'nowhere'}", markup=False)
+    for name, got in stages.items():
+        on = [h for h, _ in got]
+        out().print(
+            f"  {name} is one instance over {', '.join(on)} (a pipeline stage each; {on[0]} serves it): "
+            f"{spans[name]['kv_tokens']} KV tokens for the group, context {got[0][1].context}",
+            markup=False,
+        )

@@ -149,31 +149,20 @@ def worker_spec(
             )
         env[DEV_MODE_ENV] = "1"
     env.update(entry.env)
-    if w.headless:  # no API server: nothing to probe; its group is watched instead (run/groups.py)
-        return ProcessSpec(
-            name=w.name,
-            argv=tuple(argv),
-            env=env,
-            port=w.port,
-            ready_path="",
-            live_path="",
-            models_path=None,
-            log=log,
-            devices=w.devices,
-            remove_env=remove,
-            role=RANK,
-        )
+    probe = "" if w.headless else "/health"  # a headless rank has no API: its group is watched (run/groups.py)
     return ProcessSpec(
         name=w.name,
         argv=tuple(argv),
         env=env,
         port=w.port,
-        ready_path="/health",
-        live_path="/health",
-        served_name=w.name,
+        ready_path=probe,
+        live_path=probe,
+        models_path=None if w.headless else "/v1/models",
+        served_name=None if w.headless else w.name,
         log=log,
         devices=w.devices,
         remove_env=remove,
+        role=RANK if w.headless else "worker",
     )
 
 

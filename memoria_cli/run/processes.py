@@ -156,3 +156,12 @@ def port_owner(port: int, host: str = "127.0.0.1") -> str | None:
     except (psutil.AccessDenied, OSError):
         pass
     return "another process"
+
+
+def interface_of(address: str) -> str | None:
+    """The name of this machine's network interface that holds `address` (e.g. eth0), or None."""
+    want = address.strip("[]")
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.address.split("%", 1)[0] == want for a in addrs):
+            return name
+    return None

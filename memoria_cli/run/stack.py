@@ -4,7 +4,7 @@ files it needs before the supervisor takes over."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from memoria_cli.core.plan import Plan
 from memoria_cli.core.planner import plan
 from memoria_cli.core.profile import Profile, load_profile
 from memoria_cli.core.proxy_config import MASTER_KEY_ENV, auth_env, render, worker_key_env, worker_keys
-from memoria_cli.core.worker_spec import LAUNCHER, PROXY, ProcessSpec, proxy_spec, worker_spec
+from memoria_cli.core.worker_spec import LAUNCHER, PROXY, RANK, ProcessSpec, proxy_spec, worker_spec
 from memoria_cli.run import processes
 from memoria_cli.run.files import copy_plugin, plugin_text, write_atomic
 from memoria_cli.run.runtimes import Runtimes
@@ -115,6 +115,8 @@ def prepare(
             env[worker_key_env(i)] = keys[w.name]
     specs = specs_for(the_plan, profile, vllm, home)
     ranks = {w.name: r for w in the_plan.workers if (r := profile.rank_of(w.name)) is not None}
+    if ranks:
+        specs = [span_interface(s, ranks[s.name].address) if s.name in ranks else s for s in specs]
     proxy = proxy_spec(the_plan, litellm, home.proxy_config, home.log_for(PROXY), home.marker, home.state_file)
     return Stack(
         home=home,
@@ -133,6 +135,26 @@ def prepare(
     )
 
 
+SPAN_IFNAME_ENV = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
+
+
+def span_interface(spec: ProcessSpec, address: str) -> ProcessSpec:
+    """A span's rank talks to the others on this host's cluster address. Gloo (the CPU build's backend, and
+    vLLM's CPU-side groups on CUDA) otherwise takes the address the hostname resolves to, often 127.0.1.1 or
+    127.0.0.1 (Debian's /etc/hosts), and the other ranks are refused there (seen here across namespaces);
+    NCCL picks an interface by its own rules. Both are told the interface that holds the address, unless the
+    profile's `env` names one."""
+    iface = processes.interface_of(address)
+    if iface is None:
+        raise PreflightError(
+            f"this machine has no network interface with address {address}, where {spec.name}'s other hosts "
+            "will look for it",
+            "check `--as` and this host's `address` in the profile",
+        )
+    env = {**{k: iface for k in SPAN_IFNAME_ENV}, **spec.env}
+    return replace(spec, env=env)
+
+
 def preflight(stack: Stack) -> list[str]:
     """Refuse before anything starts: leftovers of a dead run are swept (they are ours), ports must be free."""
     notes = []
@@ -143,14 +165,23 @@ def preflight(stack: Stack) -> list[str]:
         left = processes.sweep(stack.home.marker)
         if left:
             notes.append(f"stopped {len(left)} process(es) left by a previous run that did not stop cleanly")
-    for spec in [*stack.workers, stack.proxy]:
-        host = stack.plan.proxy_host if spec.role == "proxy" else "127.0.0.1"
-        owner = processes.port_owner(spec.port, host)
+    wanted = [
+        (spec.port, stack.plan.proxy_host if spec.role == "proxy" else "127.0.0.1", spec.name, spec.role)
+        for spec in [*stack.workers, stack.proxy]
+        if spec.role != RANK  # a headless rank opens no API port
+    ]
+    # a span's rendezvous, on its first host (torch's store listens on every address there)
+    wanted += [
+        (w.master_port, w.master_addr, w.name, "span")
+        for w in stack.plan.workers
+        if w.pipeline_parallel > 1 and not w.headless
+    ]
+    for port, host, name, role in wanted:
+        owner = processes.port_owner(port, host)
         if owner:
-            what = "proxy.port" if spec.role == "proxy" else "worker_port_base"
+            what = {"proxy": "proxy.port", "span": "span.port"}.get(role, "worker_port_base")
             raise PreflightError(
-                f"port {spec.port} (for {spec.name}) is taken by {owner}",
-                f"stop that process, or change {what} in the profile",
+                f"port {port} (for {name}) is taken by {owner}", f"stop that process, or change {what} in the profile"
             )
     return notes
 

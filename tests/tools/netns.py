@@ -9,13 +9,15 @@ dropped and nothing answers, as when a cable is pulled (no RST, no ICMP).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,29 @@ class Lab:
                 failed.append(f"up --as {h} -> {proc.returncode}: {err[-3000:]}")
         if failed:
             raise AssertionError("\n".join(failed))
+
+    @contextlib.contextmanager
+    def cluster(
+        self, profile: Path, waves: list[list[str]], env_of: Callable[[str], dict[str, str]]
+    ) -> Iterator[float]:
+        """`up` of `profile` on each wave of hosts in turn (the hosts of a wave at once); yields the seconds it
+        took; then `down` on every host that has a state, whatever happened."""
+        t0 = time.monotonic()
+        try:
+            for wave in waves:
+                self.up(wave, profile, env_of)
+            yield time.monotonic() - t0
+        finally:
+            for h in [h for wave in waves for h in wave]:
+                if (Path(env_of(h)["MEMORIA_HOME"]) / "state.json").exists():
+                    self.memoria(h, "down", env=env_of(h), timeout=180)
+
+    def status(self, host: str, env: dict[str, str]) -> dict[str, Any]:
+        """`memoria status --json` on `host`."""
+        r = self.memoria(host, "status", "--json", env=env)
+        assert r.returncode == 0, r.stderr
+        out: dict[str, Any] = json.loads(r.stdout)
+        return out
 
     def http(self, host: str, method: str, url: str, **kw: Any) -> dict[str, Any]:
         """One request made from `host`: {"status": int, "body": str} or {"error": the exception's name}."""
