@@ -156,3 +156,72 @@ def test_the_entrys_status_reads_each_hosts_own_words(tmp_path):
     assert read_members(members) is None
     members.write_text('{"members": [{"name": "b"}]}')
     assert read_members(members) == [{"name": "b"}]
+
+
+def test_a_name_only_members_serve_is_unserved_while_none_of_them_has_it():
+    w = members.Watch(WATCHED, misses=2)
+    assert w.unserved() == {"chat": ["b"], "embed": ["b"], "llama": ["o"]}  # nobody looked at yet
+    w.looked("b", members.Look(frozenset({"chat", "embed"}), guarded=True), 1.0)
+    w.looked("o", members.Look(frozenset({"llama"})), 1.0)
+    assert w.unserved() == {}
+    w.looked("b", members.Look(frozenset({"embed"}), guarded=True), 2.0)  # b's chat restarting (a span, say)
+    assert w.unserved() == {"chat": ["b"]}
+
+
+def test_the_entry_answers_503_for_a_name_no_host_serves_now_and_passes_everything_else():
+    """Not LiteLLM's 400 "invalid model name": the name is right, its hosts are out or starting it."""
+    import asyncio
+    import functools
+    import json
+
+    from memoria_cli.plugins import hold
+
+    class Watcher:
+        def __init__(self):
+            self.env = {"LITELLM_MASTER_KEY": "k"}
+            self.watch = members.Watch(WATCHED, misses=2)
+
+        def router(self):
+            r = Router([{"model_name": "embed"}])
+            r.model_group_alias = {"Org/Chat-HF": "chat"}
+            return r
+
+    passed = []
+
+    async def app(scope, receive, send):
+        passed.append((await receive())["body"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    watcher = Watcher()
+    layer = members.Unserved(app, watcher, fp, functools.partial(hold.model_of, transcripts=None), hold.ROUTES)
+
+    def post(model, key="k", path="/v1/chat/completions"):
+        body = json.dumps({"model": model, "messages": []}).encode()
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": path,
+            "headers": [(b"authorization", f"Bearer {key}".encode())],
+        }
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(m):
+            sent.append(m)
+
+        asyncio.run(layer(scope, receive, send))
+        head = dict(sent[0]["headers"])
+        return sent[0]["status"], head.get(b"retry-after"), json.loads(sent[1]["body"])
+
+    status, retry, body = post("Org/Chat-HF")  # an alias of chat, which only b serves, and b is not looked at yet
+    assert (status, retry, body["error"]["type"]) == (503, b"10", "service_unavailable")
+    assert body["error"]["message"].startswith("no host serves chat right now (b: out of rotation, or starting it)")
+    assert post("embed")[0] == 200  # a local deployment serves it: passed on
+    assert post("chat", key="wrong")[0] == 200 and post("unknown")[0] == 200  # LiteLLM words 401 and 400
+    watcher.watch.looked("b", members.Look(frozenset({"chat", "embed"}), guarded=True), 1.0)
+    watcher.watch.looked("o", members.Look(frozenset({"llama"})), 1.0)
+    before = len(passed)
+    assert post("chat")[0] == 200 and len(passed) == before + 1  # served again: passed on

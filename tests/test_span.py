@@ -290,10 +290,22 @@ def test_a_host_that_cannot_be_reached_restarts_the_group_from_rank_0_only():
     assert pair.state() == (S.READY, S.READY)  # two looks missed: not yet
     pair.step(reach=False)
     assert pair.b.get("big").state == S.BACKOFF and "c's memoria did not answer 3 looks" in pair.b.get("big").reason
-    assert pair.c.get("big").state == S.READY  # c concludes nothing from silence; b's next run tells it
+    assert pair.c.get("big").state == S.UNHEALTHY  # c stops nothing for silence; b's next run tells it
+    assert pair.sc.handles["big"].rc is None and "b's memoria did not answer 3 looks" in pair.c.get("big").reason
     for _ in range(5):
         pair.step()
     assert pair.state() == (S.READY, S.READY) and pair.sc.spawned.count("big") == 2
+
+
+def test_a_later_rank_that_loses_sight_of_the_first_host_is_unhealthy_until_it_answers_again():
+    pair = formed()
+    pair.c.observe("big", {"b": None})
+    pair.c.observe("big", {"b": None})
+    assert pair.c.get("big").state == S.READY
+    pair.c.observe("big", {"b": None})
+    assert pair.c.get("big").state == S.UNHEALTHY
+    pair.c.observe("big", {"b": view(pair.b)})  # the same run, still ready: nothing was lost
+    assert pair.c.get("big").state == S.READY and pair.sc.spawned.count("big") == 1
 
 
 def test_a_fatal_rank_elsewhere_fails_rank_0s_start_at_once():

@@ -21,6 +21,7 @@ so memoria's own client uses them without importing this plug-in.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from typing import Any
@@ -175,10 +176,14 @@ def compose(app: Any, router: Any = None, environ: dict[str, str] | None = None)
 
     ops = _sibling("memoria_ops", "ops.py")
     held = _sibling("memoria_hold", "hold.py")
-    watch = _sibling("memoria_members", "members.py").watcher(router, env)
+    members = _sibling("memoria_members", "members.py")
+    watch = members.watcher(router, env)
     routes: list[Any] = []
 
     def own_routes(inner: Any) -> Any:
+        if watch is not None:  # a cluster's entry: a name no host serves now gets 503, not LiteLLM's 400
+            model_of = functools.partial(held.model_of, transcripts=_transcripts)
+            inner = members.Unserved(inner, watch, fp, model_of, held.ROUTES)
         routes.append(ops.ops(held.hold(inner, fp, ops, _transcripts, env), fp.key_matches, env))
         routes[-1].members = watch
         return routes[-1]

@@ -99,6 +99,19 @@ class Watch:
         s.misses, s.serving, s.why = 0, wanted, ""
         return add, drop
 
+    def unserved(self) -> dict[str, list[str]]:
+        """The names members should serve that no member in rotation serves now -> those members (all out, or
+        none of them has it ready: a span between two starts)."""
+        out: dict[str, list[str]] = {}
+        for m in self.members:
+            for name in m["models"]:
+                out.setdefault(name, []).append(m["name"])
+        return {
+            n: hosts
+            for n, hosts in out.items()
+            if not any(self.seen[h].admitted and n in self.seen[h].serving for h in hosts)
+        }
+
     def report(self) -> list[dict[str, Any]]:
         """What /ui/api/members shows (plugins/ops.py)."""
         return [
@@ -224,6 +237,55 @@ class Watcher:
     def start(self) -> None:
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self.run())
+
+
+RETRY_AFTER = 10  # seconds, in the 503 of a request for a name no host serves now
+
+
+def aliased(router: Any, model: str) -> str:
+    """The public name an alias stands for in LiteLLM's router (`model_group_alias`), else `model`."""
+    alias = (getattr(router, "model_group_alias", None) or {}).get(model)
+    if isinstance(alias, dict):
+        alias = alias.get("model")
+    return alias if isinstance(alias, str) else model
+
+
+class Unserved:
+    """ASGI app: on a cluster's entry, a request for a name that only other hosts serve, while none of them
+    serves it (all out of rotation, or a span between two starts), is answered here: 503 with Retry-After,
+    naming the hosts. LiteLLM would answer 400 "invalid model name" of a name that is right. A request
+    passes untouched (its body unread) while every name is served; without the key it goes on to LiteLLM's
+    401. `fp`: memoria_fastpath; `model_of(raw, content_type)`: the name a body asks for (plugins/hold.py)."""
+
+    def __init__(self, app: Any, watcher: Watcher, fp: Any, model_of: Any, routes: frozenset[str]) -> None:
+        self.app, self.watcher, self.fp, self.model_of, self.routes = app, watcher, fp, model_of, routes
+        self.master = watcher.env.get(KEY_ENV) or None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        gaps = self.watcher.watch.unserved()
+        headers = scope.get("headers", ())
+        if (
+            not gaps
+            or scope.get("type") != "http"
+            or scope.get("method") != "POST"
+            or scope.get("path") not in self.routes
+            or (self.master and not self.fp.key_matches([v for k, v in headers if k == b"authorization"], self.master))
+        ):
+            await self.app(scope, receive, send)
+            return
+        raw = await self.fp.read_body(receive)
+        router = self.watcher.router()
+        model = self.model_of(raw, next((v for k, v in headers if k == b"content-type"), b""))
+        name = aliased(router, model) if isinstance(model, str) else None
+        if name in gaps and router is not None and not router.get_model_list(model_name=name):
+            message = (
+                f"no host serves {name} right now ({', '.join(gaps[name])}: out of rotation, or starting it): "
+                f"retry in a little while (`memoria status` on the entry shows why)"
+            )
+            retry = ((b"retry-after", str(RETRY_AFTER).encode()),)
+            await self.fp.BodyLimit.refuse(send, 503, message, "service_unavailable", retry)
+            return
+        await self.app(scope, self.fp.replay(raw, receive), send)
 
 
 def watcher(router: Any, environ: Any = None) -> Watcher | None:

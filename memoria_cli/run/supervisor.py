@@ -24,6 +24,7 @@ the other hosts' ranks, run/groups.py):
     other hosts: start only to join a run of the first host that is STARTING and new to them;
         STARTING --(the first host's run READY)--> READY
         STARTING | READY --(the first host's run changed or ended)--> BACKOFF (stopped: joins the next start)
+        READY --(the first host unreachable for live_misses looks)--> UNHEALTHY --(its run seen again)--> READY
 
 Every transition is a method here with the reason in the record, so `status` can say why.
 """
@@ -561,13 +562,21 @@ class Supervisor:
         stopped, for the next run to join: `_head_starts_anew`)."""
         assert p.group is not None
         head = p.views.get(p.group.head)
-        if head is None or p.handle is None or p.state not in (S.STARTING, S.READY, S.UNHEALTHY):
-            return  # unreachable: nothing to conclude (the first host restarts the group if it must)
+        if p.handle is None or p.state not in (S.STARTING, S.READY, S.UNHEALTHY):
+            return
+        if head is None:  # unreachable: it is not stopped for that (the first host restarts the group if it must)
+            missed = p.unseen[p.group.head] = p.unseen.get(p.group.head, 0) + 1
+            if p.state == S.READY and missed >= self.policy.live_misses:
+                self._set(p, S.UNHEALTHY, f"{p.group.head}'s memoria did not answer {missed} looks")
+            return
+        p.unseen[p.group.head] = 0
         if head.state not in ALIVE or head.run != p.joined:
             what = "started again" if head.state in ALIVE else f"is {head.state}"
             handle, p.handle, p.next_try = p.handle, None, now
             self._set(p, S.BACKOFF, f"the rank on {p.group.head} {what}: joins its next start")  # said first
             self.spawner.stop([handle], self.policy.grace)
+        elif p.state == S.UNHEALTHY and head.state == S.READY.value:
+            self._set(p, S.READY, f"{p.group.head} answers again, its rank the same")
         elif p.state == S.STARTING and head.state == S.READY.value and p.started_at is not None:
             p.ready_at = p.last_live = p.active_at = now
             p.failed_starts, p.ever_ready = 0, True
