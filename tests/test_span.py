@@ -67,7 +67,7 @@ def test_a_span_runs_a_rank_on_each_of_its_hosts_and_only_the_first_serves_it():
     assert (rc.rank, rc.master, rc.address) == (1, "10.0.0.2", "10.0.0.3")
     assert rb.peers == {"c": "http://10.0.0.3:8200"} and rc.peers == {"b": "http://10.0.0.2:8300"}
     assert cluster.placement(p) == {"big": ["b"]}
-    assert [(m.name, m.models) for m in cluster.members(p, "a")] == [("b", ("big",))]  # c serves nothing
+    assert [(m.name, m.models) for m in cluster.members(p, "a")] == [("b", ("big",)), ("c", ())]  # c: watched only
 
 
 @pytest.mark.parametrize(

@@ -103,7 +103,10 @@ def test_the_span_answers_through_the_entry_and_only_its_first_host_serves_it(la
     models = net.http("entry", "GET", lab["url"] + "/v1/models", headers={"Authorization": f"Bearer {KEY}"})
     assert sorted(m["id"] for m in json.loads(models["body"])["data"]) == ["test/Tiny-Span", "tiny-span"]
     members = net.http("entry", "GET", lab["url"] + "/ui/api/members", headers={"Authorization": f"Bearer {KEY}"})
-    assert [(m["name"], m["in"]) for m in json.loads(members["body"])["members"]] == [("b", True)]  # c serves none
+    got = [(m["name"], m["in"], m["serving"]) for m in json.loads(members["body"])["members"]]
+    assert got == [("b", True, ["tiny-span"]), ("c", True, [])]  # c runs a stage, serves nothing
+    hosts = net.status("entry", _env(lab["root"], "entry"))["hosts"]  # `memoria status` on the entry
+    assert [(h["name"], h["workers"]) for h in hosts] == [("b", {"tiny-span": "ready"}), ("c", {"tiny-span": "ready"})]
     c_models = net.http(
         "c", "GET", f"http://{net.address['c']}:8200/v1/models", headers={"Authorization": f"Bearer {KEY}"}
     )

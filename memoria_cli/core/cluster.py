@@ -100,7 +100,8 @@ def base_url(h: Host, default_port: int) -> str:
 
 
 def members(profile: Profile, name: str) -> list[Member]:
-    """The hosts the entry `name` routes to besides itself; none on any other host."""
+    """The hosts the entry `name` watches besides itself (none on any other host): those it routes to, and a
+    host that only runs later stages of spans (it serves nothing, but `memoria status` on the entry shows it)."""
     me = host(profile, name)
     if not me.entry:
         return []
@@ -113,7 +114,7 @@ def members(profile: Profile, name: str) -> list[Member]:
             key_env = "LITELLM_MASTER_KEY"  # one key for a cluster's memoria hosts (core/proxy_config.py)
         else:
             served, key_env = tuple(h.models), h.key_env or ""
-        if served:
+        if served or any(runs(h.name, m) for m in profile.models if h.kind == "memoria"):
             out.append(Member(h.name, h.kind, base_url(h, profile.proxy.port), served, key_env))
     return out
 
