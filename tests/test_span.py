@@ -192,7 +192,10 @@ def test_a_span_on_the_cpu_engine_compiles_its_stages():
 # --------------------------------------------------------------------------------------------- the group
 
 
-def host_sup(name, rank, proxy=True):
+FLAGS = "dtype=auto kv_cache_dtype=auto context=16384"
+
+
+def host_sup(name, rank, proxy=True, flags=FLAGS):
     sp, pr, clk = FakeSpawner(), FakeProber(), Clock()
     role = RANK if rank else "worker"
     sup = Supervisor(
@@ -203,7 +206,7 @@ def host_sup(name, rank, proxy=True):
         clk,
         Policy(jitter=0.0),
         rng=random.Random(0),
-        groups={"big": Group(rank, "b")},
+        groups={"big": Group(rank, "b", flags)},
     )
     return sup, sp, pr, clk
 
@@ -211,7 +214,7 @@ def host_sup(name, rank, proxy=True):
 def view(sup):
     """What /ui/api/ranks on that host says of its rank (plugins/ops.py `ranks` over its state)."""
     p = sup.get("big")
-    return RankView(p.state.value, p.run, p.joined)
+    return RankView(p.state.value, p.run, p.joined, p.group.flags)
 
 
 class Pair:
@@ -308,6 +311,29 @@ def test_a_later_rank_that_loses_sight_of_the_first_host_is_unhealthy_until_it_a
     assert pair.c.get("big").state == S.READY and pair.sc.spawned.count("big") == 1
 
 
+def test_stages_planned_differently_are_refused_by_the_first_host_naming_the_difference():
+    """Each host plans alone: a T4 host serves float16 where an L4 host serves the checkpoint's bfloat16."""
+    pair = Pair()
+    pair.c = host_sup("c", 1, flags="dtype=float16 kv_cache_dtype=auto context=16384")[0]
+    pair.sc = pair.c.spawner
+    pair.step()
+    pair.step()
+    b = pair.b.get("big")
+    assert b.state == S.FATAL and b.handle is None
+    assert "its stages disagree: dtype auto on this host, float16 on c" in b.reason and "`dtype:`" in b.reason
+    pair.step()
+    assert pair.c.get("big").state != S.READY  # c never joins a fatal first host
+
+
+def test_what_every_stage_must_run_alike_is_the_plans():
+    _, got = specs_for_hosts()
+    (wb, _), (wc, _) = got["b"], got["c"]
+    assert wb.stage_flags == wc.stage_flags
+    assert "dtype=auto kv_cache_dtype=auto context=16384 max_num_seqs=" in wb.stage_flags
+    t4 = plan(cluster.share(profile(), "c"), describe("T4"), {"big": facts_of(profile())}).worker("big")
+    assert "dtype=float16" in t4.stage_flags and wb.max_num_batched_tokens == t4.max_num_batched_tokens == 2048
+
+
 def test_a_fatal_rank_elsewhere_fails_rank_0s_start_at_once():
     pair = Pair()
     pair.step()
@@ -324,11 +350,11 @@ def test_what_the_hosts_say_of_their_ranks():
             "proxy": {"state": "ready", "kind": "proxy"},
         }
     }
-    assert ops.ranks(state) == {"big": {"state": "ready", "run": "7:1.5", "joined": "3:2.5"}}
+    assert ops.ranks(state) == {"big": {"state": "ready", "run": "7:1.5", "joined": "3:2.5", "flags": ""}}
     assert ops.serving(state) == ["chat"]  # a headless rank serves nothing
     docs = {"http://b": {"ranks": ops.ranks(state)}, "http://c": {"ranks": {}}}
     got = views_of({"b": "http://b", "c": "http://c", "d": "http://d"}, docs, "big")
-    assert got == {"b": RankView("ready", "7:1.5", "3:2.5"), "c": RankView("absent", "", ""), "d": None}
+    assert got == {"b": RankView("ready", "7:1.5", "3:2.5", ""), "c": RankView("absent", "", "", ""), "d": None}
 
 
 def test_the_watch_asks_each_host_once_per_look_with_the_key():
@@ -341,7 +367,10 @@ def test_the_watch_asks_each_host_once_per_look_with_the_key():
     w = GroupWatch({"big": {"b": "http://b:8200"}, "big2": {"b": "http://b:8200"}}, "k", asker=asker)
     w.look()
     assert asked == [("http://b:8200", "k")]
-    assert w.take() == {"big": {"b": RankView("starting", "1:1.0", "")}, "big2": {"b": RankView("absent", "", "")}}
+    assert w.take() == {
+        "big": {"b": RankView("starting", "1:1.0", "", "")},
+        "big2": {"b": RankView("absent", "", "", "")},
+    }
     assert w.take() == {}
 
 

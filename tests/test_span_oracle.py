@@ -120,3 +120,31 @@ def test_vllm_parses_every_ranks_command_line_to_its_part():
             "mp",
             context,
         )
+
+
+def test_memoria_plan_shows_each_stage_and_warns_when_stages_would_disagree(tmp_path):
+    """A cluster planned from anywhere: every host's stage, the group's KV cache, and a warning where hosts of
+    different cards would run the stages differently (a T4 has no bfloat16)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    hosts = [
+        {"name": "entry", "address": "10.0.0.1", "entry": True},
+        {"name": "b", "address": "10.0.0.2", "gpus": "L4"},
+        {"name": "c", "address": "10.0.0.3", "gpus": "T4"},
+    ]
+    facts = {"weights": "16.4GB", "layers": 36, "kv_heads": 8, "head_dim": 128, "max_context": 40960}
+    model = {"name": "big", "model": "Org/Big", "kind": "chat", "context": 8192, "facts": facts}
+    model["span"] = {"hosts": ["b", "c"]}
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump({"name": "cl", "hosts": hosts, "models": [model]}))
+    r = subprocess.run([sys.executable, "-m", "memoria_cli", "plan", "-p", str(path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "stage 1/2" in r.stdout and "stage 2/2" in r.stdout
+    assert "big is one instance over b, c (a pipeline stage each; b serves it)" in r.stdout
+    assert "big's stages disagree (dtype auto on b, float16 on c)" in " ".join(r.stderr.split())
+    path.write_text(yaml.safe_dump({"name": "cl", "hosts": hosts, "models": [{**model, "dtype": "float16"}]}))
+    r = subprocess.run([sys.executable, "-m", "memoria_cli", "plan", "-p", str(path)], capture_output=True, text=True)
+    assert r.returncode == 0 and "disagree" not in r.stderr, r.stderr

@@ -64,10 +64,11 @@ def plan_cmd(
 
 def _cluster_plan(prof: Profile, gpus: str | None, as_json: bool) -> None:
     """Every host's share, planned as that host will plan it, then where each public name is served."""
-    from memoria_cli.cli.console import out
+    from memoria_cli.cli.console import err, out
     from memoria_cli.cli.views import plan_table
     from memoria_cli.core.cluster import placement, share
     from memoria_cli.run.stack import make_plan
+    from memoria_cli.run.supervisor import disagreement
 
     hosts: dict[str, object] = {}
     stages: dict[str, list[tuple[str, WorkerPlan]]] = {}  # a span -> (host, its stage there)
@@ -116,3 +117,9 @@ def _cluster_plan(prof: Profile, gpus: str | None, as_json: bool) -> None:
             f"{spans[name]['kv_tokens']} KV tokens for the group, context {got[0][1].context}",
             markup=False,
         )
+        for host, w in got[1:]:
+            if odd := disagreement(got[0][1].stage_flags, w.stage_flags, host, on[0]):
+                err().print(
+                    f"[yellow]warning:[/] {name}'s stages disagree ({odd}): its first host will refuse to start "
+                    "it; set these in the profile for all of them (e.g. `dtype:`)"
+                )

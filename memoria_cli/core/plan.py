@@ -55,6 +55,18 @@ class WorkerPlan:
     address: str = ""  # this host's cluster address (VLLM_HOST_IP)
 
     @property
+    def stage_flags(self) -> str:
+        """What every stage of a span must run alike (vLLM takes the first host's scheduler figures and each
+        host's own model settings): each host plans alone, so hosts of different cards could differ here (the
+        dtype on a card without bfloat16, an FP8 KV cache). The first host's memoria compares them."""
+        d = self.dtype or "auto"
+        return (
+            f"dtype={d} kv_cache_dtype={self.kv_cache_dtype} context={self.context} max_num_seqs={self.max_num_seqs}"
+            f" max_num_batched_tokens={self.max_num_batched_tokens} block_size={self.block_size}"
+            f" tensor_parallel={self.tensor_parallel} pipeline_parallel={self.pipeline_parallel}"
+        )
+
+    @property
     def headless(self) -> bool:
         """A rank without vLLM's API server: it serves nothing itself, its first host does."""
         return self.node_rank > 0

@@ -209,7 +209,9 @@ def _need(entry: ModelEntry, facts: Facts, inv: Inventory, rank: SpanRank | None
     kv_dtype = "auto"
     if entry.kv_cache_dtype == "fp8" and min(g.capability for g in inv.gpus) >= FP8_KV_MIN_CAPABILITY:
         kv_dtype = "fp8"
-    batched = entry.max_num_batched_tokens or batched_tokens(entry.kind, wish, seqs, card.total, card.name)
+    # a span's stages must agree on it and each host plans alone: the default of a small card on every host
+    total, name = (0, "") if rank is not None else (card.total, card.name)
+    batched = entry.max_num_batched_tokens or batched_tokens(entry.kind, wish, seqs, total, name)
     return _Need(
         entry=entry,
         facts=facts,

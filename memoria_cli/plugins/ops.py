@@ -387,7 +387,7 @@ def ranks(state: dict[str, Any] | None) -> dict[str, dict[str, str]]:
     out = {}
     for name, p in ((state or {}).get("processes") or {}).items():
         if isinstance(p, dict) and p.get("rank") is not None:
-            out[name] = {k: str(p.get(k) or "") for k in ("state", "run", "joined")}
+            out[name] = {k: str(p.get(k) or "") for k in ("state", "run", "joined", "flags")}
     return out
 
 

@@ -31,7 +31,7 @@ def views_of(peers: dict[str, str], docs: dict[str, dict[str, Any] | None], name
             continue
         r = (doc.get("ranks") or {}).get(name)
         out[host] = (
-            RankView(str(r.get("state", "")), str(r.get("run", "")), str(r.get("joined", "")))
+            RankView(*(str(r.get(k, "")) for k in ("state", "run", "joined", "flags")))
             if isinstance(r, dict)
             else RankView("absent", "", "")
         )

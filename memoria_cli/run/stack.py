@@ -130,7 +130,7 @@ def prepare(
         worker_keys=keys,
         host=as_host,
         members=members,
-        groups={n: Group(r.rank, r.head) for n, r in ranks.items()},
+        groups={n: Group(r.rank, r.head, the_plan.worker(n).stage_flags) for n, r in ranks.items()},
         peers={n: r.peers for n, r in ranks.items()},
     )
 

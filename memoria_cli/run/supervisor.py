@@ -111,6 +111,7 @@ class RankView:
     state: str  # its supervisor's state for it ("absent": that host runs no such rank)
     run: str  # its process, "pid:create_time"; "" when none runs
     joined: str  # a later stage: the first host's run it was started to join
+    flags: str = ""  # what every stage must run alike (WorkerPlan.stage_flags), as that host planned it
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,15 @@ class Group:
 
     rank: int
     head: str
+    flags: str = ""  # this stage's WorkerPlan.stage_flags
+
+
+def disagreement(mine: str, theirs: str, host: str, me: str = "this host") -> str:
+    """The settings two stages of a span differ in, e.g. "dtype auto on this host, float16 on c"; "" if none."""
+    a = dict(x.split("=", 1) for x in mine.split())
+    b = dict(x.split("=", 1) for x in theirs.split())
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    return ", ".join(f"{k} {a.get(k)} on {me}, {b.get(k)} on {host}" for k in keys)
 
 
 ALIVE = ("starting", "ready", "unhealthy")
@@ -523,6 +533,20 @@ class Supervisor:
     def _watch_ranks(self, p: Proc, now: float) -> None:
         """The first host's rank: its group formed when it became ready; any rank elsewhere that stops, starts
         again or cannot be reached for live_misses looks has broken it (the rest hang): start the group anew."""
+        odd = next(
+            (
+                (h, d)
+                for h, v in sorted(p.views.items())
+                if v is not None and v.flags and p.group and (d := disagreement(p.group.flags, v.flags, h))
+            ),
+            None,
+        )
+        if odd and p.handle is not None and p.state in (S.STARTING, S.READY, S.UNHEALTHY):
+            # retrying cannot fix it: each host planned its stage alone, on cards that differ
+            self.spawner.stop([p.handle], self.policy.grace)
+            p.handle = None
+            self._set(p, S.FATAL, f"its stages disagree: {odd[1]}: set them in the profile (e.g. `dtype:`) for all")
+            return
         if p.state == S.STARTING and p.handle is not None:
             # its rendezvous would wait (startup_timeout) for a rank that will not come
             gone = next(
