@@ -225,7 +225,7 @@ class Proc:
     joined: str = ""  # a later stage: the run of the first host's rank it was started to join
     views: dict[str, RankView | None] = field(default_factory=dict)  # the last look at the other ranks
     group_runs: dict[str, str] = field(default_factory=dict)  # rank 0: the other ranks' runs it formed with
-    unseen: dict[str, int] = field(default_factory=dict)  # rank 0: looks in a row a host did not answer
+    unseen: dict[str, int] = field(default_factory=dict)  # looks in a row another host of its span did not answer
 
     @property
     def run(self) -> str:
@@ -533,19 +533,12 @@ class Supervisor:
     def _watch_ranks(self, p: Proc, now: float) -> None:
         """The first host's rank: its group formed when it became ready; any rank elsewhere that stops, starts
         again or cannot be reached for live_misses looks has broken it (the rest hang): start the group anew."""
-        odd = next(
-            (
-                (h, d)
-                for h, v in sorted(p.views.items())
-                if v is not None and v.flags and p.group and (d := disagreement(p.group.flags, v.flags, h))
-            ),
-            None,
-        )
+        odd = self._disagreement(p)
         if odd and p.handle is not None and p.state in (S.STARTING, S.READY, S.UNHEALTHY):
             # retrying cannot fix it: each host planned its stage alone, on cards that differ
             self.spawner.stop([p.handle], self.policy.grace)
             p.handle = None
-            self._set(p, S.FATAL, f"its stages disagree: {odd[1]}: set them in the profile (e.g. `dtype:`) for all")
+            self._set(p, S.FATAL, f"its stages disagree: {odd}: set them in the profile (e.g. `dtype:`) for all")
             return
         if p.state == S.STARTING and p.handle is not None:
             # its rendezvous would wait (startup_timeout) for a rank that will not come
@@ -580,6 +573,14 @@ class Supervisor:
         if broken:
             self._crashed(p, now, f"{broken}: the group starts anew")
             self.spawner.stop([p.handle], self.policy.grace)
+
+    def _disagreement(self, p: Proc) -> str:
+        """How another host's stage of `p`'s span was planned differently from this one ("" if alike)."""
+        assert p.group is not None
+        for host, v in sorted(p.views.items()):
+            if v is not None and v.flags and (odd := disagreement(p.group.flags, v.flags, host)):
+                return odd
+        return ""
 
     def _follow_head(self, p: Proc, now: float) -> None:
         """A later stage: ready once the run it joined is; stopped when that run ends or is replaced (it waits,
