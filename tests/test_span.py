@@ -141,6 +141,13 @@ def test_a_stage_that_cannot_hold_the_wished_context_is_refused_before_anything_
     assert "lower big's context to" in e.value.line()
 
 
+def test_a_stage_too_big_for_one_gpu_is_told_to_take_two():
+    p = profile()
+    with pytest.raises(Exception, match="does not fit") as e:
+        plan(cluster.share(p, "b"), describe("2x8GiB@8.9"), {"big": facts_of(p)})
+    assert "set span.tensor_parallel: 2 on big" in e.value.line()
+
+
 def test_tensor_parallel_inside_each_host():
     p = profile(models=({**BIG, "span": {"hosts": ["b", "c"], "tensor_parallel": 2}},))
     w = plan(cluster.share(p, "b"), describe("2x12GiB@8.9"), {"big": facts_of(p)}).worker("big")

@@ -538,6 +538,11 @@ def _fixes(gpus: tuple[Gpu, ...], needs: list[_Need]) -> list[str]:
                 hi = mid - 1
         if best >= 1024 and KINDS[n.entry.kind].shrinks_context:
             fixes.append(f"lower {n.entry.name}'s {'context' if n.rank else 'min_context'} to {best}")
+    for n in needs:  # a span's stage on more of this host's GPUs
+        if n.rank is not None and len(gpus) >= 2 * n.rank.tp:
+            wider = replace(n, rank=replace(n.rank, tp=2 * n.rank.tp))
+            if fits([wider if m is n else m for m in needs]):
+                fixes.append(f"set span.tensor_parallel: {2 * n.rank.tp} on {n.entry.name}")
     fp8_kv = min(g.capability for g in gpus) >= FP8_KV_MIN_CAPABILITY
     for n in needs:
         if (
