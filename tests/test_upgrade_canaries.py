@@ -27,6 +27,7 @@ assert "async_pre_call_hook" in vars(CustomLogger)
 assert {"data", "call_type"} <= set(inspect.signature(CustomLogger.async_pre_call_hook).parameters)
 assert LitellmUserRoles.PROXY_ADMIN and ProxyException and UserAPIKeyAuth
 assert "model_name" in inspect.signature(Router.get_model_list).parameters
+assert "self.model_group_alias" in inspect.getsource(Router.__init__)  # members.aliased reads it
 wanted = {"factory", "server_header", "timeout_graceful_shutdown", "timeout_worker_healthcheck", "workers"}
 assert wanted <= set(inspect.signature(uvicorn.Config.__init__).parameters), wanted
 print("ok")
@@ -38,6 +39,16 @@ import vllm.distributed.utils as du
 import vllm.sampling_params as sp
 assert callable(du.sched_yield)  # plugins/vllm_hooks.py's target
 assert "max_tokens must be at least 1, got" in inspect.getsource(sp)  # proxy_fastpath.NO_ROOM
+# spans (core/gpu_memory.pp_layers copies the split; core/worker_spec.span_args sets the multi-node fields)
+assert [du.get_pp_indices(10, r, 4) for r in range(4)] == [(0, 2), (2, 5), (5, 8), (8, 10)]
+from vllm.config.parallel import ParallelConfig
+assert {"nnodes", "node_rank", "master_addr", "master_port"} <= set(ParallelConfig.__dataclass_fields__)
+import vllm.envs as envs
+assert "VLLM_HOST_IP" in envs.environment_variables
+# the CPU runner skips its warm-up in eager mode (so a span's later stage cannot be --enforce-eager there):
+# when this changes, worker_spec may make CPU stages eager again (~30 s less per start)
+from vllm.v1.worker.cpu_model_runner import CPUModelRunner
+assert "CompilationMode.NONE" in inspect.getsource(CPUModelRunner.warming_up_model)
 print("ok")
 """
 
