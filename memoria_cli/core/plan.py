@@ -55,16 +55,20 @@ class WorkerPlan:
     address: str = ""  # this host's cluster address (VLLM_HOST_IP)
 
     @property
-    def stage_flags(self) -> str:
+    def stage_flags(self) -> dict[str, str]:
         """What every stage of a span must run alike (vLLM takes the first host's scheduler figures and each
         host's own model settings): each host plans alone, so hosts of different cards could differ here (the
         dtype on a card without bfloat16, an FP8 KV cache). The first host's memoria compares them."""
-        d = self.dtype or "auto"
-        return (
-            f"dtype={d} kv_cache_dtype={self.kv_cache_dtype} context={self.context} max_num_seqs={self.max_num_seqs}"
-            f" max_num_batched_tokens={self.max_num_batched_tokens} block_size={self.block_size}"
-            f" tensor_parallel={self.tensor_parallel} pipeline_parallel={self.pipeline_parallel}"
-        )
+        return {
+            "dtype": self.dtype or "auto",
+            "kv_cache_dtype": self.kv_cache_dtype,
+            "context": str(self.context),
+            "max_num_seqs": str(self.max_num_seqs),
+            "max_num_batched_tokens": str(self.max_num_batched_tokens),
+            "block_size": str(self.block_size),
+            "tensor_parallel": str(self.tensor_parallel),
+            "pipeline_parallel": str(self.pipeline_parallel),
+        }
 
     @property
     def headless(self) -> bool:

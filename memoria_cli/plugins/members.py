@@ -66,10 +66,12 @@ class Watch:
     members: list[dict[str, Any]]
     misses: int = 2
     seen: dict[str, Seen] = field(default_factory=dict)
+    gaps: dict[str, list[str]] = field(default_factory=dict)  # `unserved`, as of the last look
 
     def __post_init__(self) -> None:
         for m in self.members:
             self.seen.setdefault(m["name"], Seen())
+        self.gaps = self._gaps()
 
     def needs_guard_check(self, name: str) -> bool:
         m = self.member(name)
@@ -80,6 +82,12 @@ class Watch:
 
     def looked(self, name: str, look: Look, now: float) -> tuple[list[str], list[str]]:
         """(names to put in the router, names to take out) for member `name` after `look`."""
+        try:
+            return self._looked(name, look, now)
+        finally:
+            self.gaps = self._gaps()
+
+    def _looked(self, name: str, look: Look, now: float) -> tuple[list[str], list[str]]:
         m, s = self.member(name), self.seen[name]
         if look.serves is not None and look.guarded is False:
             look = Look(None, "it answers without the cluster's key: not admitted")
@@ -101,7 +109,10 @@ class Watch:
 
     def unserved(self) -> dict[str, list[str]]:
         """The names members should serve that no member in rotation serves now -> those members (all out, or
-        none of them has it ready: a span between two starts)."""
+        none of them has it ready: a span between two starts). Kept from the last look: read per request."""
+        return self.gaps
+
+    def _gaps(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for m in self.members:
             for name in m["models"]:

@@ -381,13 +381,14 @@ def serving(state: dict[str, Any] | None) -> list[str]:
     return sorted(names)
 
 
-def ranks(state: dict[str, Any] | None) -> dict[str, dict[str, str]]:
+def ranks(state: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """This host's ranks of spans, as the other ranks' hosts watch them (run/groups.py): each one's state,
-    its run and the first host's run it joined."""
-    out = {}
+    its run, the first host's run it joined, and what its stage must run like the others."""
+    out: dict[str, dict[str, Any]] = {}
     for name, p in ((state or {}).get("processes") or {}).items():
         if isinstance(p, dict) and p.get("rank") is not None:
-            out[name] = {k: str(p.get(k) or "") for k in ("state", "run", "joined", "flags")}
+            out[name] = {k: str(p.get(k) or "") for k in ("state", "run", "joined")}
+            out[name]["flags"] = p.get("flags") or {}
     return out
 
 

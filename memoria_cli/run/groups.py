@@ -31,11 +31,15 @@ def views_of(peers: dict[str, str], docs: dict[str, dict[str, Any] | None], name
             continue
         r = (doc.get("ranks") or {}).get(name)
         out[host] = (
-            RankView(*(str(r.get(k, "")) for k in ("state", "run", "joined", "flags")))
+            RankView(str(r.get("state", "")), str(r.get("run", "")), str(r.get("joined", "")), _strings(r.get("flags")))
             if isinstance(r, dict)
             else RankView("absent", "", "")
         )
     return out
+
+
+def _strings(d: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in d.items()} if isinstance(d, dict) else {}
 
 
 def ask(base: str, key: str | None, timeout: float = WATCH_TIMEOUT) -> dict[str, Any] | None:

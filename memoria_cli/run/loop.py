@@ -82,7 +82,7 @@ def snapshot(
             rank=p.group.rank if p.group else None,
             run=p.run,
             joined=p.joined,
-            flags=p.group.flags if p.group else "",
+            flags=p.group.flags if p.group else {},
         )
     return RunState(
         phase=phase,

@@ -44,7 +44,7 @@ class ProcessRecord:
     rank: int | None = None  # a span's rank (0 serves the model; the others are headless)
     run: str = ""  # this run of its process, "pid:create_time": how the other ranks of its span know it
     joined: str = ""  # a span's later rank: the run of the first host's rank it was started to join
-    flags: str = ""  # a span's rank: what every stage must run alike (WorkerPlan.stage_flags)
+    flags: dict[str, str] = field(default_factory=dict)  # a span's rank: WorkerPlan.stage_flags
 
     @property
     def alive(self) -> bool:

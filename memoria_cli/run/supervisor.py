@@ -111,7 +111,7 @@ class RankView:
     state: str  # its supervisor's state for it ("absent": that host runs no such rank)
     run: str  # its process, "pid:create_time"; "" when none runs
     joined: str  # a later stage: the first host's run it was started to join
-    flags: str = ""  # what every stage must run alike (WorkerPlan.stage_flags), as that host planned it
+    flags: dict[str, str] = field(default_factory=dict)  # WorkerPlan.stage_flags, as that host planned it
 
 
 @dataclass(frozen=True)
@@ -120,13 +120,11 @@ class Group:
 
     rank: int
     head: str
-    flags: str = ""  # this stage's WorkerPlan.stage_flags
+    flags: dict[str, str] = field(default_factory=dict)  # this stage's WorkerPlan.stage_flags
 
 
-def disagreement(mine: str, theirs: str, host: str, me: str = "this host") -> str:
+def disagreement(a: dict[str, str], b: dict[str, str], host: str, me: str = "this host") -> str:
     """The settings two stages of a span differ in, e.g. "dtype auto on this host, float16 on c"; "" if none."""
-    a = dict(x.split("=", 1) for x in mine.split())
-    b = dict(x.split("=", 1) for x in theirs.split())
     keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
     return ", ".join(f"{k} {a.get(k)} on {me}, {b.get(k)} on {host}" for k in keys)
 
